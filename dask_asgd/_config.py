@@ -1,0 +1,25 @@
+"""Infrastructure settings under the ``asgd`` namespace of :mod:`dask.config`.
+
+Hyperparameters are estimator parameters, never config: only knobs of the
+machinery (embedded cluster, exchange buffers, timeouts) live here.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import dask.config
+import yaml
+
+_CONFIG_FILE = os.path.join(os.path.dirname(__file__), "asgd.yaml")
+
+with open(_CONFIG_FILE) as _file:
+    _defaults = yaml.safe_load(_file)
+
+dask.config.update_defaults(_defaults)
+
+
+def get(key: str, default: Any = None) -> Any:
+    """Return ``asgd.<key>`` from the Dask configuration."""
+    return dask.config.get(f"asgd.{key}", default=default)

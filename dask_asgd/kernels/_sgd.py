@@ -1,0 +1,353 @@
+"""Minibatch SGD passes over dense or CSR rows, for linear models.
+
+The model state is a matrix of shape ``(n_outputs, n_features)`` plus one
+intercept per output. ``n_outputs`` is 1 for regression and binary
+classification, and the number of classes for one-vs-rest multiclass: all
+classes are trained in one pass so that every row of ``X`` is read once.
+
+A minibatch of ``b`` samples is processed the way scikit-learn's plain SGD
+processes ``b`` consecutive samples, except that all ``b`` predictions are
+computed with the weights as they stood at the start of the minibatch
+(delayed gradients). With ``b == 1`` the update sequence is exactly
+scikit-learn's: per-sample learning rate, L2 decay through a lazy scale
+factor, L1 by cumulative-penalty truncation (Tsuruoka et al. 2009), class and
+sample weights, intercept decay for sparse input and running averages.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+from ._losses import loss_derivative, loss_value
+from ._options import JIT_OPTIONS
+
+PENALTY_NONE = 0
+PENALTY_L2 = 1
+PENALTY_L1 = 2
+PENALTY_ELASTICNET = 3
+
+PENALTY_CODES = {
+    None: PENALTY_NONE,
+    "l2": PENALTY_L2,
+    "l1": PENALTY_L1,
+    "elasticnet": PENALTY_ELASTICNET,
+}
+
+SCHEDULE_CONSTANT = 0
+SCHEDULE_OPTIMAL = 1
+SCHEDULE_INVSCALING = 2
+SCHEDULE_ADAPTIVE = 3
+
+SCHEDULE_CODES = {
+    "constant": SCHEDULE_CONSTANT,
+    "optimal": SCHEDULE_OPTIMAL,
+    "invscaling": SCHEDULE_INVSCALING,
+    "adaptive": SCHEDULE_ADAPTIVE,
+}
+
+# scikit-learn folds the lazy scale into the weights below this value, to keep
+# the weights away from denormal numbers.
+_MIN_SCALE = 1e-9
+
+
+class StepSettings(NamedTuple):
+    """Hyperparameters of one pass, as plain scalars the kernel can read.
+
+    Attributes
+    ----------
+    loss : int
+        Loss code from :mod:`dask_asgd.kernels._losses`.
+    loss_parameter : float
+        Threshold or epsilon of the loss.
+    penalty : int
+        One of the ``PENALTY_*`` codes.
+    alpha : float
+        Regularisation strength.
+    l1_ratio : float
+        Elastic-net mixing (1 for pure L1, 0 for pure L2).
+    schedule : int
+        One of the ``SCHEDULE_*`` codes.
+    eta0 : float
+        Initial (or current, for ``adaptive``) learning rate.
+    power_t : float
+        Exponent of the ``invscaling`` schedule.
+    optimal_init : float
+        Offset ``t0`` of the ``optimal`` schedule, see :func:`optimal_init`.
+    fit_intercept : bool
+        Whether to update the intercepts.
+    intercept_decay : float
+        Factor on intercept updates (scikit-learn uses 0.01 for sparse data).
+    average_start : int
+        Sample count from which weights are averaged; 0 disables averaging.
+    batch_size : int
+        Minibatch size ``b``.
+    """
+
+    loss: int
+    loss_parameter: float
+    penalty: int
+    alpha: float
+    l1_ratio: float
+    schedule: int
+    eta0: float
+    power_t: float
+    optimal_init: float
+    fit_intercept: bool
+    intercept_decay: float
+    average_start: int
+    batch_size: int
+
+
+def optimal_init(loss: int, loss_parameter: float, alpha: float) -> float:
+    """Offset ``t0`` of the ``optimal`` schedule ``eta = 1 / (alpha (t0 + t - 1))``.
+
+    Uses Léon Bottou's heuristic, as scikit-learn does: the first learning
+    rate is chosen so that the typical weight norm is reached quickly.
+
+    Parameters
+    ----------
+    loss : int
+        Loss code.
+    loss_parameter : float
+        Threshold or epsilon of the loss.
+    alpha : float
+        Regularisation strength, > 0.
+
+    Returns
+    -------
+    float
+    """
+    typical_weight = np.sqrt(1.0 / np.sqrt(alpha))
+    derivative = loss_derivative(loss, -typical_weight, 1.0, loss_parameter)
+    initial_eta0 = typical_weight / max(1.0, derivative)
+    return 1.0 / (initial_eta0 * alpha)
+
+
+@njit(**JIT_OPTIONS)
+def learning_rate(settings, t):
+    """Learning rate of sample number ``t`` (1-based)."""
+    if settings.schedule == SCHEDULE_OPTIMAL:
+        return 1.0 / (settings.alpha * (settings.optimal_init + t - 1.0))
+    if settings.schedule == SCHEDULE_INVSCALING:
+        return settings.eta0 / t**settings.power_t
+    return settings.eta0
+
+
+@njit(**JIT_OPTIONS)
+def _target(targets, i, k, n_outputs):
+    # One-vs-rest: with several outputs the target holds the class index.
+    if n_outputs == 1:
+        return targets[i]
+    return 1.0 if int(targets[i]) == k else -1.0
+
+
+@njit(**JIT_OPTIONS)
+def _row_dot(weights, k, X, data, indices, indptr, is_sparse, i):
+    total = 0.0
+    if is_sparse:
+        for position in range(indptr[i], indptr[i + 1]):
+            total += weights[k, indices[position]] * data[position]
+    else:
+        for j in range(X.shape[1]):
+            total += weights[k, j] * X[i, j]
+    return total
+
+
+@njit(**JIT_OPTIONS)
+def _row_add(weights, k, X, data, indices, indptr, is_sparse, i, factor):
+    if is_sparse:
+        for position in range(indptr[i], indptr[i + 1]):
+            weights[k, indices[position]] += factor * data[position]
+    else:
+        for j in range(X.shape[1]):
+            weights[k, j] += factor * X[i, j]
+
+
+@njit(**JIT_OPTIONS)
+def _truncate_l1(weights, cumulative, k, j, scale, u):
+    # Cumulative-penalty truncation: clip towards zero by what the penalty
+    # owes, and remember what was actually applied.
+    before = weights[k, j] * scale
+    if before > 0.0:
+        weights[k, j] = max(0.0, weights[k, j] - (u + cumulative[k, j]) / scale)
+    elif before < 0.0:
+        weights[k, j] = min(0.0, weights[k, j] + (u - cumulative[k, j]) / scale)
+    cumulative[k, j] += weights[k, j] * scale - before
+
+
+@njit(**JIT_OPTIONS)
+def _row_l1(weights, cumulative, k, X, indices, indptr, is_sparse, i, scale, u):
+    if is_sparse:
+        for position in range(indptr[i], indptr[i + 1]):
+            _truncate_l1(weights, cumulative, k, indices[position], scale, u)
+    else:
+        for j in range(X.shape[1]):
+            _truncate_l1(weights, cumulative, k, j, scale, u)
+
+
+@njit(**JIT_OPTIONS)
+def _sgd_pass(
+    weights,
+    intercepts,
+    average_weights,
+    average_intercepts,
+    cumulative_l1,
+    X,
+    data,
+    indices,
+    indptr,
+    is_sparse,
+    targets,
+    sample_weight,
+    positive_weight,
+    negative_weight,
+    order,
+    settings,
+    t,
+    u,
+):
+    n_outputs = weights.shape[0]
+    batch_size = settings.batch_size
+    uses_l2 = settings.penalty == PENALTY_L2 or settings.penalty == PENALTY_ELASTICNET
+    uses_l1 = settings.penalty == PENALTY_L1 or settings.penalty == PENALTY_ELASTICNET
+    averaging = settings.average_start > 0
+    derivatives = np.empty((batch_size, n_outputs))
+    scale = 1.0
+    sumloss = 0.0
+    n = order.shape[0]
+    for batch_start in range(0, n, batch_size):
+        batch_stop = min(batch_start + batch_size, n)
+        # Pass 1: predictions at the minibatch's starting weights.
+        for offset in range(batch_stop - batch_start):
+            i = order[batch_start + offset]
+            for k in range(n_outputs):
+                p = (
+                    _row_dot(weights, k, X, data, indices, indptr, is_sparse, i)
+                    * scale
+                    + intercepts[k]
+                )
+                y = _target(targets, i, k, n_outputs)
+                sumloss += loss_value(settings.loss, p, y, settings.loss_parameter)
+                derivatives[offset, k] = loss_derivative(
+                    settings.loss, p, y, settings.loss_parameter
+                )
+        # Pass 2: the per-sample updates, in scikit-learn's order.
+        for offset in range(batch_stop - batch_start):
+            i = order[batch_start + offset]
+            eta = learning_rate(settings, t)
+            if uses_l2:
+                scale *= max(0.0, 1.0 - (1.0 - settings.l1_ratio) * eta * settings.alpha)
+                if scale < _MIN_SCALE:
+                    weights *= scale
+                    scale = 1.0
+            if uses_l1:
+                u += settings.l1_ratio * eta * settings.alpha
+            for k in range(n_outputs):
+                y = _target(targets, i, k, n_outputs)
+                class_weight = positive_weight[k] if y > 0.0 else negative_weight[k]
+                update = -eta * derivatives[offset, k] * class_weight * sample_weight[i]
+                if update != 0.0:
+                    _row_add(
+                        weights, k, X, data, indices, indptr, is_sparse, i,
+                        update / scale,
+                    )
+                    if settings.fit_intercept:
+                        intercepts[k] += update * settings.intercept_decay
+                if uses_l1:
+                    _row_l1(
+                        weights, cumulative_l1, k, X, indices, indptr, is_sparse, i,
+                        scale, u,
+                    )
+            t += 1.0
+        if averaging and t - 1.0 >= settings.average_start:
+            # Running mean over samples: this minibatch's samples past the
+            # start each count once, with the weights they produced.
+            n_averaged = t - settings.average_start
+            n_new = min(float(batch_stop - batch_start), n_averaged)
+            fraction = n_new / n_averaged
+            for k in range(n_outputs):
+                for j in range(weights.shape[1]):
+                    average_weights[k, j] += (
+                        weights[k, j] * scale - average_weights[k, j]
+                    ) * fraction
+                average_intercepts[k] += (intercepts[k] - average_intercepts[k]) * fraction
+    weights *= scale
+    return t, sumloss, u
+
+
+def sgd_pass(
+    weights: np.ndarray,
+    intercepts: np.ndarray,
+    average_weights: np.ndarray,
+    average_intercepts: np.ndarray,
+    cumulative_l1: np.ndarray,
+    X,
+    targets: np.ndarray,
+    sample_weight: np.ndarray,
+    positive_weight: np.ndarray,
+    negative_weight: np.ndarray,
+    order: np.ndarray,
+    settings: StepSettings,
+    t: float,
+    u: float,
+) -> tuple[float, float, float]:
+    """Run minibatch SGD over the rows ``order`` of ``X``, in place.
+
+    Parameters
+    ----------
+    weights : ndarray of shape (n_outputs, n_features)
+        Model weights, updated in place. float32 or float64, like ``X``.
+    intercepts : ndarray of shape (n_outputs,)
+        Intercepts, updated in place.
+    average_weights, average_intercepts : ndarray
+        Running averages (same shapes), updated in place when
+        ``settings.average_start > 0``.
+    cumulative_l1 : ndarray of shape (n_outputs, n_features)
+        Penalty already applied per weight by L1 truncation; used only with
+        the ``l1`` and ``elasticnet`` penalties.
+    X : ndarray of shape (n_samples, n_features) or scipy.sparse.csr_matrix
+        Training rows, C-contiguous if dense. CSR indices may be int32 or
+        int64.
+    targets : ndarray of shape (n_samples,)
+        +1/-1 (binary), class index (several outputs) or the real target.
+    sample_weight : ndarray of shape (n_samples,)
+        Weight of each sample.
+    positive_weight, negative_weight : ndarray of shape (n_outputs,)
+        Class weights applied to samples whose target is +1 / not +1.
+    order : ndarray of int64
+        Row numbers to visit, in order (shuffled by the caller).
+    settings : StepSettings
+        Hyperparameters.
+    t : float
+        Number of the next sample (1-based), as scikit-learn's ``t_``.
+    u : float
+        Total L1 penalty a weight may have received so far.
+
+    Returns
+    -------
+    t : float
+        Number of the next sample after this pass.
+    sumloss : float
+        Sum over visited samples and outputs of the loss before each update.
+    u : float
+        Updated total L1 penalty.
+    """
+    if hasattr(X, "indptr"):
+        empty = np.empty((0, 0), dtype=weights.dtype)
+        return _sgd_pass(
+            weights, intercepts, average_weights, average_intercepts, cumulative_l1,
+            empty, X.data, X.indices, X.indptr, True,
+            targets, sample_weight, positive_weight, negative_weight,
+            order, settings, float(t), float(u),
+        )
+    empty_data = np.empty(0, dtype=weights.dtype)
+    empty_index = np.empty(0, dtype=np.int32)
+    return _sgd_pass(
+        weights, intercepts, average_weights, average_intercepts, cumulative_l1,
+        X, empty_data, empty_index, empty_index, False,
+        targets, sample_weight, positive_weight, negative_weight,
+        order, settings, float(t), float(u),
+    )
