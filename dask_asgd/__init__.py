@@ -1,0 +1,7 @@
+"""dask-asgd: asynchronous parallel SGD as scikit-learn estimators on Dask."""
+
+from . import _config  # noqa: F401  (registers the asgd.* config defaults)
+from ._version import __version__
+from .estimators import ASGDClassifier, ASGDRegressor
+
+__all__ = ["ASGDClassifier", "ASGDRegressor", "__version__"]

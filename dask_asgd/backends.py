@@ -1,0 +1,107 @@
+"""Where a fit runs: the current distributed Client, or an embedded cluster.
+
+Order of precedence:
+
+1. Inside a Dask task (for example ``GridSearchCV`` on the joblib Dask backend):
+   the worker's own client, through :func:`distributed.worker_client`, which
+   secedes the calling task so that the fit's training tasks can run.
+2. The current default :class:`distributed.Client` (the one a user created in
+   a notebook, or ``with Client(...)``).
+3. An embedded :class:`distributed.LocalCluster`, started on first use, reused
+   by later fits in the process and shut down at interpreter exit. It is never
+   made the default client, so it does not capture the user's other Dask work.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Iterator
+
+import distributed
+
+from . import _config
+
+logger = logging.getLogger(__name__)
+
+_embedded_lock = threading.Lock()
+_embedded: tuple[distributed.LocalCluster, distributed.Client] | None = None
+
+
+def _inside_worker_task() -> bool:
+    try:
+        distributed.get_worker()
+    except ValueError:
+        return False
+    return True
+
+
+def embedded_client() -> distributed.Client:
+    """Return the embedded cluster's client, starting the cluster if needed.
+
+    Returns
+    -------
+    distributed.Client
+        A client of a :class:`distributed.LocalCluster` private to this
+        process, configured by the ``asgd.embedded.*`` keys.
+    """
+    global _embedded
+    with _embedded_lock:
+        if _embedded is not None and _embedded[1].status == "running":
+            return _embedded[1]
+        n_workers = _config.get("embedded.n-workers") or os.cpu_count() or 1
+        processes = bool(_config.get("embedded.processes"))
+        cluster = distributed.LocalCluster(
+            n_workers=int(n_workers),
+            threads_per_worker=int(_config.get("embedded.threads-per-worker")),
+            processes=processes,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
+        client = distributed.Client(cluster, set_as_default=False)
+        logger.info(
+            "Started embedded cluster with %d workers (processes=%s)",
+            n_workers,
+            processes,
+        )
+        _embedded = (cluster, client)
+        return client
+
+
+def shutdown_embedded() -> None:
+    """Close the embedded cluster, if one was started. Safe to call twice."""
+    global _embedded
+    with _embedded_lock:
+        if _embedded is None:
+            return
+        cluster, client = _embedded
+        _embedded = None
+    with contextlib.suppress(Exception):
+        client.close()
+    with contextlib.suppress(Exception):
+        cluster.close()
+
+
+atexit.register(shutdown_embedded)
+
+
+@contextlib.contextmanager
+def connect() -> Iterator[distributed.Client]:
+    """Yield the client a fit should use (see the module docstring).
+
+    Yields
+    ------
+    distributed.Client
+    """
+    if _inside_worker_task():
+        with distributed.worker_client(separate_thread=True) as client:
+            yield client
+        return
+    try:
+        client = distributed.default_client()
+    except ValueError:
+        client = embedded_client()
+    yield client

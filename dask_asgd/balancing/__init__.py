@@ -1,0 +1,6 @@
+"""Scheduler-side coordination of fits: membership, epoch barrier, events."""
+
+from ._scheduler_plugin import EVENT_TOPIC, PLUGIN_NAME, ASGDSchedulerPlugin
+from ._worker_side import report_epoch
+
+__all__ = ["EVENT_TOPIC", "PLUGIN_NAME", "ASGDSchedulerPlugin", "report_epoch"]

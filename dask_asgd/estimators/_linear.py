@@ -1,0 +1,649 @@
+"""ASGDClassifier and ASGDRegressor: linear models trained by ASGD on Dask."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.base import ClassifierMixin, RegressorMixin, _fit_context
+from sklearn.linear_model._base import LinearClassifierMixin
+from sklearn.utils import compute_class_weight
+from sklearn.utils._param_validation import StrOptions
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import (
+    _check_partial_fit_first_call,
+    check_classification_targets,
+)
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ..kernels import LOSS_CODES
+from ._base import BaseASGD
+
+_CLASSIFICATION_LOSSES = {name for name, (_, is_clf) in LOSS_CODES.items() if is_clf}
+_REGRESSION_LOSSES = {name for name, (_, is_clf) in LOSS_CODES.items() if not is_clf}
+
+_SHARED_PARAMETERS_DOC = """
+    penalty : {'l2', 'l1', 'elasticnet', None}, default='l2'
+        Regularisation term, as in scikit-learn's SGD estimators.
+    alpha : float, default=0.0001
+        Regularisation strength; also sets the ``'optimal'`` learning rate.
+    l1_ratio : float in [0, 1], default=0.15
+        Elastic-net mixing parameter; used only with ``penalty='elasticnet'``.
+    fit_intercept : bool, default=True
+        Whether to fit an intercept.
+    max_iter : int, default=1000
+        Maximum number of epochs: passes over the whole data set, every worker
+        passing once over the rows it holds.
+    tol : float or None, default=1e-3
+        Training stops when the loss summed over all workers has not improved
+        by ``tol * n_samples`` for ``n_iter_no_change`` epochs (or the
+        validation score by ``tol``, with ``early_stopping``). None disables.
+    shuffle : bool, default=True
+        Assign rows to workers at random and visit them in a new random order
+        each epoch (random order of blocks of consecutive rows).
+    verbose : int, default=0
+        Log one line per epoch and worker at INFO level (``logging``).
+    epsilon : float, default=0.1
+        Epsilon of the ``huber`` and epsilon-insensitive losses.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the assignment of rows to workers and every worker's shuffling.
+    learning_rate : {'constant', 'optimal', 'invscaling', 'adaptive'}
+        Learning-rate schedule, with scikit-learn's meanings. Each worker's
+        schedule counts the samples that worker has trained on.
+    eta0 : float, default=0.01
+        Initial learning rate of the ``constant``, ``invscaling`` and
+        ``adaptive`` schedules.
+    power_t : float
+        Exponent of the ``invscaling`` schedule.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the rows and stop when the
+        validation score stops improving. Each worker scores its own model on
+        the held-out rows it holds; the scores are summed over workers.
+    validation_fraction : float in (0, 1), default=0.1
+        Share of rows held out with ``early_stopping``.
+    n_iter_no_change : int, default=5
+        Epochs without improvement before stopping (or, with the ``adaptive``
+        schedule, before dividing the learning rate by 5).
+    warm_start : bool, default=False
+        Start ``fit`` from the previous solution.
+    average : bool or int, default=False
+        Average the weights over samples (averaged SGD); an int starts the
+        average after that many samples.
+    batch_size : int, default=1
+        Minibatch size ``b``: predictions of ``b`` consecutive samples are
+        computed with the same weights, then the ``b`` per-sample updates are
+        applied in order. ``b=1`` is scikit-learn's plain SGD.
+    n_workers : int or None, default=None
+        Train on at most this many Dask workers; None uses every worker.
+    communication : {'off', 'fixed', 'adaptive'}, default='off'
+        How workers exchange states during training. ``'off'`` is
+        SimuParallelSGD: every worker trains alone and the driver averages
+        the states at the end. ``'fixed'`` and ``'adaptive'`` need the state
+        exchange, which this version does not have yet: they raise
+        ``NotImplementedError``.
+    message_size : float in (0, 1], default=1.0
+        Fraction of the state a worker sends per message (with communication).
+    parzen_window : bool, default=True
+        Merge a received state only if it passes the Parzen-window test
+        (with communication).
+"""
+
+
+def _check_proba(self: ASGDClassifier) -> bool:
+    if self.loss not in ("log_loss", "modified_huber"):
+        raise AttributeError(
+            f"probability estimates are not available for loss={self.loss!r}"
+        )
+    return True
+
+
+class ASGDClassifier(LinearClassifierMixin, BaseASGD):
+    __doc__ = f"""Linear classifier trained by asynchronous parallel SGD on Dask.
+
+    The scikit-learn counterpart is :class:`~sklearn.linear_model.SGDClassifier`:
+    same losses, penalties, learning-rate schedules and parameter names. Each
+    Dask worker trains on the rows it holds; the final model is the average of
+    the workers' models. Without an active :class:`distributed.Client`, ``fit``
+    runs on an embedded local cluster. Multiclass problems are one-vs-rest, all
+    classes trained in the same pass over the data.
+
+    Parameters
+    ----------
+    loss : {{'hinge', 'log_loss', 'modified_huber', 'squared_hinge', \\
+            'perceptron'}}, default='hinge'
+        Loss function.
+{_SHARED_PARAMETERS_DOC}
+    class_weight : dict, 'balanced' or None, default=None
+        Weights of the classes, as in scikit-learn.
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (1, n_features) or (n_classes, n_features)
+        Weights.
+    intercept_ : ndarray of shape (1,) or (n_classes,)
+        Intercepts.
+    classes_ : ndarray of shape (n_classes,)
+        Class labels.
+    n_iter_ : int
+        Number of epochs run.
+    t_ : float
+        Number of weight updates performed over all workers, plus one.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during fit, when ``X`` has string column names.
+    history_ : pandas.DataFrame
+        One row per worker and epoch: the worker's mean loss, the mean loss
+        over all workers, samples, seconds, learning rate (and validation
+        score with ``early_stopping``).
+
+    See Also
+    --------
+    ASGDRegressor : The regression counterpart.
+    sklearn.linear_model.SGDClassifier : Single-machine SGD.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_classification
+    >>> from dask_asgd import ASGDClassifier
+    >>> X, y = make_classification(1000, 10, random_state=0)
+    >>> clf = ASGDClassifier(random_state=0).fit(X, y)  # doctest: +SKIP
+    >>> clf.score(X, y) > 0.8  # doctest: +SKIP
+    True
+    """
+
+    _parameter_constraints: dict = {
+        **BaseASGD._parameter_constraints,
+        "loss": [StrOptions(_CLASSIFICATION_LOSSES)],
+        "class_weight": [StrOptions({"balanced"}), dict, None],
+    }
+    _score_kind = "accuracy"
+
+    def __init__(
+        self,
+        loss: str = "hinge",
+        *,
+        penalty: str | None = "l2",
+        alpha: float = 0.0001,
+        l1_ratio: float | None = 0.15,
+        fit_intercept: bool = True,
+        max_iter: int = 1000,
+        tol: float | None = 1e-3,
+        shuffle: bool = True,
+        verbose: int = 0,
+        epsilon: float = 0.1,
+        random_state: Any = None,
+        learning_rate: str = "optimal",
+        eta0: float = 0.01,
+        power_t: float = 0.5,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 5,
+        class_weight: Any = None,
+        warm_start: bool = False,
+        average: bool | int = False,
+        batch_size: int = 1,
+        n_workers: int | None = None,
+        communication: str = "off",
+        message_size: float = 1.0,
+        parzen_window: bool = True,
+    ) -> None:
+        self.loss = loss
+        self.penalty = penalty
+        self.alpha = alpha
+        self.l1_ratio = l1_ratio
+        self.fit_intercept = fit_intercept
+        self.max_iter = max_iter
+        self.tol = tol
+        self.shuffle = shuffle
+        self.verbose = verbose
+        self.epsilon = epsilon
+        self.random_state = random_state
+        self.learning_rate = learning_rate
+        self.eta0 = eta0
+        self.power_t = power_t
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.class_weight = class_weight
+        self.warm_start = warm_start
+        self.average = average
+        self.batch_size = batch_size
+        self.n_workers = n_workers
+        self.communication = communication
+        self.message_size = message_size
+        self.parzen_window = parzen_window
+
+    def _encode(self, y: np.ndarray) -> np.ndarray:
+        if not np.isin(y, self.classes_).all():
+            unknown = np.setdiff1d(np.unique(y), self.classes_)
+            raise ValueError(
+                f"y contains labels {unknown.tolist()} that are not in classes "
+                f"{self.classes_.tolist()}"
+            )
+        if self.classes_.shape[0] == 2:
+            return np.where(y == self.classes_[1], 1.0, -1.0)
+        return np.searchsorted(self.classes_, y).astype(np.float64)
+
+    def _class_weights(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        expanded = compute_class_weight(self.class_weight, classes=self.classes_, y=y)
+        if self.classes_.shape[0] == 2:
+            return expanded[1:2].copy(), expanded[0:1].copy()
+        return expanded.copy(), np.ones_like(expanded)
+
+    def _partial_fit(
+        self,
+        X: Any,
+        y: Any,
+        max_iter: int,
+        classes: Any,
+        sample_weight: Any,
+        coef_init: Any,
+        intercept_init: Any,
+        continue_from_current: bool,
+    ) -> ASGDClassifier:
+        first_call = not hasattr(self, "classes_")
+        X, y = self._validate_X_y(X, y, reset=first_call)
+        check_classification_targets(y)
+        _check_partial_fit_first_call(self, classes)
+        n_classes = self.classes_.shape[0]
+        if n_classes < 2:
+            raise ValueError(
+                "The number of classes has to be greater than one; got "
+                f"{n_classes} class"
+            )
+        positive_weight, negative_weight = self._class_weights(y)
+        sample_weight = self._check_sample_weight(sample_weight, X)
+        n_outputs = 1 if n_classes == 2 else n_classes
+        previous = getattr(self, "_standard", None) if continue_from_current else None
+        if previous is not None and previous.weights.shape[1] != X.shape[1]:
+            raise ValueError(
+                f"Number of features {X.shape[1]} does not match previous data "
+                f"{previous.weights.shape[1]}."
+            )
+        state = self._initial_state(
+            n_outputs, X.shape[1], X.dtype, coef_init, intercept_init, previous
+        )
+        targets = self._encode(y)
+        validation = (
+            self._make_validation_split(y, sample_weight, stratify=True)
+            if max_iter > 1
+            else None
+        )
+        t_start = self.t_ if continue_from_current and hasattr(self, "t_") else 1.0
+        self._train(
+            state, t_start, X, targets, sample_weight, validation,
+            positive_weight, negative_weight, max_iter, synchronise=max_iter > 1,
+        )
+        return self
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(
+        self, X: Any, y: Any, classes: Any = None, sample_weight: Any = None
+    ) -> ASGDClassifier:
+        """Perform one epoch of ASGD on the given samples.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Training rows.
+        y : ndarray of shape (n_samples,)
+            Target labels.
+        classes : ndarray of shape (n_classes,), default=None
+            Every class that can appear; required on the first call.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights of the samples.
+
+        Returns
+        -------
+        self : ASGDClassifier
+        """
+        self._more_validate_params(for_partial_fit=True)
+        if self.class_weight == "balanced":
+            raise ValueError(
+                "class_weight '{}' is not supported for partial_fit. In order to use "
+                "'balanced' weights, use compute_class_weight('balanced', classes=classes, "
+                "y=y). In place of y you can use a large enough sample of the full "
+                "training set target to properly estimate the class frequency "
+                "distributions. Pass the resulting weights as the class_weight "
+                "parameter.".format(self.class_weight)
+            )
+        return self._fit_transactionally(
+            self._partial_fit, X, y, 1, classes, sample_weight, None, None,
+            continue_from_current=True,
+        )
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(
+        self,
+        X: Any,
+        y: Any,
+        coef_init: Any = None,
+        intercept_init: Any = None,
+        sample_weight: Any = None,
+    ) -> ASGDClassifier:
+        """Fit the linear model with asynchronous parallel SGD on Dask.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Training rows.
+        y : ndarray of shape (n_samples,)
+            Target labels.
+        coef_init : ndarray of shape (n_classes, n_features), default=None
+            Initial weights.
+        intercept_init : ndarray of shape (n_classes,), default=None
+            Initial intercepts.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights of the samples.
+
+        Returns
+        -------
+        self : ASGDClassifier
+        """
+        self._more_validate_params()
+        return self._fit_transactionally(
+            self._fit, X, y, coef_init, intercept_init, sample_weight
+        )
+
+    def _fit(
+        self, X: Any, y: Any, coef_init: Any, intercept_init: Any, sample_weight: Any
+    ) -> ASGDClassifier:
+        warm = self.warm_start and hasattr(self, "_standard")
+        if warm and coef_init is None and intercept_init is None:
+            coef_init = self._standard.weights
+            intercept_init = self._standard.intercepts
+        if hasattr(self, "classes_"):
+            # A new fit may see other classes than the last one.
+            del self.classes_
+        y_checked = validate_data(self, y=y, reset=False) if y is not None else y
+        classes = np.unique(y_checked) if y_checked is not None else None
+        return self._partial_fit(
+            X, y, self.max_iter, classes, sample_weight, coef_init, intercept_init,
+            continue_from_current=False,
+        )
+
+    @available_if(_check_proba)
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Probability estimates (``log_loss`` and ``modified_huber`` only).
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Rows to score.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+            Probability of each class, in the order of ``classes_``.
+        """
+        check_is_fitted(self)
+        if self.loss == "log_loss":
+            return self._predict_proba_lr(X)
+        scores = self.decision_function(X)
+        binary = self.classes_.shape[0] == 2
+        if binary:
+            positive = (np.clip(scores, -1, 1) + 1.0) / 2.0
+            return np.column_stack([1.0 - positive, positive])
+        probability = (np.clip(scores, -1, 1) + 1.0) / 2.0
+        total = probability.sum(axis=1)
+        all_zero = total == 0
+        # Every class scored -1 or below: no evidence either way.
+        probability[all_zero, :] = 1.0
+        total[all_zero] = self.classes_.shape[0]
+        return probability / total[:, np.newaxis]
+
+    @available_if(_check_proba)
+    def predict_log_proba(self, X: Any) -> np.ndarray:
+        """Logarithm of :meth:`predict_proba`.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Rows to score.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+        """
+        return np.log(self.predict_proba(X))
+
+
+class ASGDRegressor(RegressorMixin, BaseASGD):
+    __doc__ = f"""Linear regressor trained by asynchronous parallel SGD on Dask.
+
+    The scikit-learn counterpart is :class:`~sklearn.linear_model.SGDRegressor`,
+    with the same losses, penalties, schedules and parameter names. Each Dask
+    worker trains on the rows it holds; the final model is the average of the
+    workers' models.
+
+    Parameters
+    ----------
+    loss : {{'squared_error', 'huber', 'epsilon_insensitive', \\
+            'squared_epsilon_insensitive'}}, default='squared_error'
+        Loss function.
+{_SHARED_PARAMETERS_DOC}
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (n_features,)
+        Weights.
+    intercept_ : ndarray of shape (1,)
+        Intercept.
+    n_iter_ : int
+        Number of epochs run.
+    t_ : float
+        Number of weight updates performed over all workers, plus one.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during fit, when ``X`` has string column names.
+    history_ : pandas.DataFrame
+        One row per worker and epoch (see :class:`ASGDClassifier`).
+
+    See Also
+    --------
+    ASGDClassifier : The classification counterpart.
+    sklearn.linear_model.SGDRegressor : Single-machine SGD.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import make_regression
+    >>> from dask_asgd import ASGDRegressor
+    >>> X, y = make_regression(1000, 10, random_state=0)
+    >>> reg = ASGDRegressor(random_state=0).fit(X, y)  # doctest: +SKIP
+    """
+
+    _parameter_constraints: dict = {
+        **BaseASGD._parameter_constraints,
+        "loss": [StrOptions(_REGRESSION_LOSSES)],
+    }
+    _score_kind = "r2"
+
+    def __init__(
+        self,
+        loss: str = "squared_error",
+        *,
+        penalty: str | None = "l2",
+        alpha: float = 0.0001,
+        l1_ratio: float | None = 0.15,
+        fit_intercept: bool = True,
+        max_iter: int = 1000,
+        tol: float | None = 1e-3,
+        shuffle: bool = True,
+        verbose: int = 0,
+        epsilon: float = 0.1,
+        random_state: Any = None,
+        learning_rate: str = "invscaling",
+        eta0: float = 0.01,
+        power_t: float = 0.25,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 5,
+        warm_start: bool = False,
+        average: bool | int = False,
+        batch_size: int = 1,
+        n_workers: int | None = None,
+        communication: str = "off",
+        message_size: float = 1.0,
+        parzen_window: bool = True,
+    ) -> None:
+        self.loss = loss
+        self.penalty = penalty
+        self.alpha = alpha
+        self.l1_ratio = l1_ratio
+        self.fit_intercept = fit_intercept
+        self.max_iter = max_iter
+        self.tol = tol
+        self.shuffle = shuffle
+        self.verbose = verbose
+        self.epsilon = epsilon
+        self.random_state = random_state
+        self.learning_rate = learning_rate
+        self.eta0 = eta0
+        self.power_t = power_t
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.warm_start = warm_start
+        self.average = average
+        self.batch_size = batch_size
+        self.n_workers = n_workers
+        self.communication = communication
+        self.message_size = message_size
+        self.parzen_window = parzen_window
+
+    def _partial_fit(
+        self,
+        X: Any,
+        y: Any,
+        max_iter: int,
+        sample_weight: Any,
+        coef_init: Any,
+        intercept_init: Any,
+        continue_from_current: bool,
+    ) -> ASGDRegressor:
+        first_call = not hasattr(self, "coef_")
+        X, y = validate_data(
+            self,
+            X,
+            y,
+            accept_sparse="csr",
+            dtype=[np.float64, np.float32],
+            order="C",
+            y_numeric=True,
+            accept_large_sparse=True,
+            reset=first_call or not continue_from_current,
+        )
+        y = y.astype(X.dtype, copy=False)
+        sample_weight = self._check_sample_weight(sample_weight, X)
+        previous = getattr(self, "_standard", None) if continue_from_current else None
+        if previous is not None and previous.weights.shape[1] != X.shape[1]:
+            raise ValueError(
+                f"Number of features {X.shape[1]} does not match previous data "
+                f"{previous.weights.shape[1]}."
+            )
+        state = self._initial_state(
+            1, X.shape[1], X.dtype, coef_init, intercept_init, previous
+        )
+        validation = (
+            self._make_validation_split(y, sample_weight, stratify=False)
+            if max_iter > 1
+            else None
+        )
+        ones = np.ones(1, dtype=X.dtype)
+        t_start = self.t_ if continue_from_current and hasattr(self, "t_") else 1.0
+        self._train(
+            state, t_start, X, y.astype(np.float64), sample_weight, validation,
+            ones, ones, max_iter, synchronise=max_iter > 1,
+        )
+        return self
+
+    def _publish_coefficients(self) -> None:
+        super()._publish_coefficients()
+        self.coef_ = self.coef_.reshape(-1)
+        self.intercept_ = np.atleast_1d(self.intercept_.reshape(-1))
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(
+        self, X: Any, y: Any, sample_weight: Any = None
+    ) -> ASGDRegressor:
+        """Perform one epoch of ASGD on the given samples.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Training rows.
+        y : ndarray of shape (n_samples,)
+            Target values.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights of the samples.
+
+        Returns
+        -------
+        self : ASGDRegressor
+        """
+        self._more_validate_params(for_partial_fit=True)
+        return self._fit_transactionally(
+            self._partial_fit, X, y, 1, sample_weight, None, None,
+            continue_from_current=True,
+        )
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(
+        self,
+        X: Any,
+        y: Any,
+        coef_init: Any = None,
+        intercept_init: Any = None,
+        sample_weight: Any = None,
+    ) -> ASGDRegressor:
+        """Fit the linear model with asynchronous parallel SGD on Dask.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Training rows.
+        y : ndarray of shape (n_samples,)
+            Target values.
+        coef_init : ndarray of shape (n_features,), default=None
+            Initial weights.
+        intercept_init : ndarray of shape (1,), default=None
+            Initial intercept.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights of the samples.
+
+        Returns
+        -------
+        self : ASGDRegressor
+        """
+        self._more_validate_params()
+        warm = self.warm_start and hasattr(self, "_standard")
+        if warm and coef_init is None and intercept_init is None:
+            coef_init = self._standard.weights
+            intercept_init = self._standard.intercepts
+        return self._fit_transactionally(
+            self._partial_fit, X, y, self.max_iter, sample_weight, coef_init,
+            intercept_init, continue_from_current=False,
+        )
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predict with the linear model.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Rows to predict.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
+        check_is_fitted(self)
+        X = validate_data(self, X, accept_sparse="csr", reset=False)
+        return np.asarray(X @ self.coef_).reshape(-1) + self.intercept_[0]
+
+    def __sklearn_tags__(self):  # noqa: D105
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags

@@ -1,0 +1,18 @@
+"""The fit driver and the per-worker training loop."""
+
+from ._driver import FitOutcome, ensure_plugins, run_fit
+from ._placement import Placement, cluster_workers, scatter_in_memory
+from ._worker_loop import ModelState, Partition, WorkerTask, train_worker
+
+__all__ = [
+    "FitOutcome",
+    "ModelState",
+    "Partition",
+    "Placement",
+    "WorkerTask",
+    "cluster_workers",
+    "ensure_plugins",
+    "run_fit",
+    "scatter_in_memory",
+    "train_worker",
+]

@@ -1,0 +1,163 @@
+"""The fit driver: one long-running training task per worker, then the average.
+
+The driver registers the fit with the scheduler plugin, starts one
+:func:`train_worker` task pinned to each worker that holds data, waits for all
+of them, and averages their states weighted by the samples each trained on
+(SimuParallelSGD when workers do not communicate). Whatever happens, the fit is
+unregistered and its tasks and data are released before the driver returns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import uuid
+from dataclasses import dataclass
+import numpy as np
+import pandas as pd
+from distributed import Client, Future
+from distributed.protocol.pickle import dumps
+
+from .._exceptions import FitAbortedError, WorkerLostError
+from ..balancing import PLUGIN_NAME, ASGDSchedulerPlugin
+from ._placement import Placement
+from ._worker_loop import ModelState, WorkerResult, WorkerTask, train_worker
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FitOutcome:
+    """The averaged model and what happened during the fit."""
+
+    state: ModelState
+    n_iter: int
+    n_samples_trained: int
+    history: pd.DataFrame
+
+
+def ensure_plugins(client: Client) -> None:
+    """Install the scheduler plugin on the client's cluster, once (idempotent)."""
+    client.sync(
+        client.scheduler.register_scheduler_plugin,
+        plugin=dumps(ASGDSchedulerPlugin()),
+        name=PLUGIN_NAME,
+        idempotent=True,
+    )
+
+
+def _average(results: list[WorkerResult]) -> ModelState:
+    weights = np.array([r.n_samples_trained for r in results], dtype=np.float64)
+    if weights.sum() <= 0:
+        weights = np.ones_like(weights)
+    weights /= weights.sum()
+
+    def mean(name: str) -> np.ndarray:
+        arrays = [getattr(r.state, name) for r in results]
+        total = np.zeros_like(arrays[0])
+        for share, array in zip(weights, arrays):
+            total += share * array
+        return total
+
+    return ModelState(
+        *(mean(f.name) for f in dataclasses.fields(ModelState))
+    )
+
+
+def _history_table(addresses: list[str], results: list[WorkerResult]) -> pd.DataFrame:
+    rows = [
+        {"worker": address, **record}
+        for address, result in zip(addresses, results)
+        for record in result.history
+    ]
+    return pd.DataFrame(rows)
+
+
+def run_fit(
+    client: Client,
+    placement: Placement,
+    task: WorkerTask,
+    t_start: float,
+    rng: np.random.Generator,
+) -> FitOutcome:
+    """Train on ``placement`` with one task per worker and average the results.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    placement : Placement
+        Where the rows are; workers with no training rows do not train.
+    task : WorkerTask
+        Template of the per-worker task; ``fit_id``, ``seed`` and ``t_start``
+        are filled in here.
+    t_start : float
+        The model's sample count before this fit (scikit-learn's ``t_``).
+    rng : numpy.random.Generator
+        Draws every worker's seed, on the driver, so fits are reproducible.
+
+    Returns
+    -------
+    FitOutcome
+
+    Raises
+    ------
+    ValueError
+        If the model diverged (non-finite weights), in scikit-learn's words.
+    FitAbortedError
+        If the fit was given up, e.g. because a worker left.
+    """
+    ensure_plugins(client)
+    members = [a for a in placement.partitions if placement.n_train.get(a, 0) > 0]
+    if not members:
+        members = list(placement.partitions)[:1]
+    total_train = sum(placement.n_train[a] for a in members) or 1
+    fit_id = f"asgd-{uuid.uuid4().hex[:12]}"
+    client.sync(client.scheduler.asgd_fit_start, fit_id=fit_id, members=members)
+    futures: list[Future] = []
+    try:
+        for address in members:
+            share = placement.n_train[address] / total_train
+            worker_task = dataclasses.replace(
+                task,
+                fit_id=fit_id,
+                seed=int(rng.integers(np.iinfo(np.int32).max)),
+                t_start=1.0 + (t_start - 1.0) * share,
+            )
+            futures.append(
+                client.submit(
+                    train_worker,
+                    worker_task,
+                    placement.partitions[address],
+                    workers=[address],
+                    allow_other_workers=False,
+                    pure=False,
+                    key=f"{fit_id}-train-{address}",
+                )
+            )
+        results: list[WorkerResult] = client.gather(futures)
+    finally:
+        client.sync(client.scheduler.asgd_fit_end, fit_id=fit_id)
+        for future in futures:
+            future.cancel()
+            future.release()
+        placement.release()
+    history = _history_table(members, results)
+    for result in results:
+        if result.failure == "nonfinite":
+            epoch = int(history["epoch"].max()) + 1 if len(history) else 1
+            raise ValueError(
+                f"Floating-point under-/overflow occurred at epoch #{epoch}. Scaling "
+                "input data with StandardScaler or MinMaxScaler might help."
+            )
+    for result in results:
+        if result.failure is not None:
+            if result.failure.startswith("worker-lost:"):
+                raise WorkerLostError(fit_id, result.failure.split(":", 1)[1])
+            raise FitAbortedError(fit_id, result.failure)
+    return FitOutcome(
+        state=_average(results),
+        n_iter=max(r.n_iter for r in results),
+        n_samples_trained=sum(r.n_samples_trained for r in results),
+        history=history,
+    )
+

@@ -1,0 +1,262 @@
+"""The long-running training task that runs on each worker.
+
+This is the only module where kernels meet the distributed machinery: it runs
+the SGD kernel over the worker's partitions, reports each epoch to the
+scheduler's barrier and applies the shared stopping rule.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from distributed import secede
+
+from ..balancing import report_epoch
+from ..kernels import StepSettings, sgd_pass
+from ._shuffle import epoch_order
+from ._stopping import Decision, StoppingRule
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Partition:
+    """Rows held by one worker, ready for the kernel."""
+
+    #: Features, dense C-contiguous or CSR, in the model's dtype.
+    X: Any
+    #: +1/-1 (binary), class index (multiclass) or real target.
+    targets: np.ndarray
+    #: Weight of each row.
+    sample_weight: np.ndarray
+    #: True for rows held out for early stopping; None when nothing is held out.
+    validation: np.ndarray | None = None
+
+
+@dataclass
+class ModelState:
+    """The arrays a linear model trains and the workers average."""
+
+    weights: np.ndarray
+    intercepts: np.ndarray
+    average_weights: np.ndarray
+    average_intercepts: np.ndarray
+
+    @classmethod
+    def zeros(cls, n_outputs: int, n_features: int, dtype: Any) -> ModelState:
+        """A state of zeros."""
+        return cls(
+            np.zeros((n_outputs, n_features), dtype=dtype),
+            np.zeros(n_outputs, dtype=dtype),
+            np.zeros((n_outputs, n_features), dtype=dtype),
+            np.zeros(n_outputs, dtype=dtype),
+        )
+
+    def copy(self) -> ModelState:
+        """A deep copy."""
+        return ModelState(
+            self.weights.copy(),
+            self.intercepts.copy(),
+            self.average_weights.copy(),
+            self.average_intercepts.copy(),
+        )
+
+    def is_finite(self) -> bool:
+        """Whether every number of the state is finite."""
+        return bool(
+            np.isfinite(self.weights).all() and np.isfinite(self.intercepts).all()
+        )
+
+
+@dataclass
+class WorkerTask:
+    """Everything one worker needs to train, apart from its data."""
+
+    fit_id: str
+    seed: int
+    settings: StepSettings
+    state: ModelState
+    #: Sample number (1-based) this worker's learning-rate schedule starts at.
+    t_start: float
+    max_iter: int
+    tol: float | None
+    n_iter_no_change: int
+    early_stopping: bool
+    adaptive: bool
+    shuffle: bool
+    #: "accuracy" or "r2": how the validation score is computed.
+    score: str
+    positive_weight: np.ndarray
+    negative_weight: np.ndarray
+    #: Seconds to wait at an epoch barrier before giving the fit up.
+    epoch_timeout: float
+    #: Samples the kernel processes per call.
+    chunk_samples: int = 8192
+    #: Whether to synchronise epochs with the other workers; a single-epoch
+    #: pass (``partial_fit``) has nothing to decide and skips it.
+    synchronise: bool = True
+
+
+@dataclass
+class WorkerResult:
+    """What a worker sends back to the driver."""
+
+    state: ModelState
+    n_samples_trained: int
+    n_iter: int
+    t_end: float
+    #: One dict per epoch: the local and global numbers of that epoch.
+    history: list[dict[str, Any]] = field(default_factory=list)
+    #: Why training ended early, if it did ("nonfinite" or an abort reason).
+    failure: str | None = None
+
+
+def _validation_values(
+    state: ModelState, partitions: list[Partition], score: str
+) -> dict[str, float]:
+    # Sufficient statistics of the validation score, so that the driver-free
+    # barrier can add them up over workers.
+    correct = weight = wy = wyy = sse = 0.0
+    for part in partitions:
+        if part.validation is None or not part.validation.any():
+            continue
+        X = part.X[part.validation]
+        y = part.targets[part.validation]
+        w = part.sample_weight[part.validation].astype(np.float64)
+        decision = np.asarray(X @ state.weights.T) + state.intercepts
+        weight += w.sum()
+        if score == "accuracy":
+            if decision.shape[1] == 1:
+                hit = (decision[:, 0] > 0) == (y > 0)
+            else:
+                hit = decision.argmax(axis=1) == y.astype(np.int64)
+            correct += w[hit].sum()
+        else:
+            prediction = decision[:, 0]
+            wy += (w * y).sum()
+            wyy += (w * y * y).sum()
+            sse += (w * (y - prediction) ** 2).sum()
+    if score == "accuracy":
+        return {"val_weight": weight, "val_correct": correct}
+    return {"val_weight": weight, "val_wy": wy, "val_wyy": wyy, "val_sse": sse}
+
+
+def validation_score(totals: dict[str, float], score: str) -> float:
+    """Accuracy or R^2 from summed sufficient statistics."""
+    weight = totals.get("val_weight", 0.0)
+    if weight <= 0:
+        return -math.inf
+    if score == "accuracy":
+        return totals["val_correct"] / weight
+    total_sum_of_squares = totals["val_wyy"] - totals["val_wy"] ** 2 / weight
+    if total_sum_of_squares <= 0:
+        return 0.0 if totals["val_sse"] > 0 else 1.0
+    return 1.0 - totals["val_sse"] / total_sum_of_squares
+
+
+def train_worker(task: WorkerTask, partitions: list[Partition]) -> WorkerResult:
+    """Train on this worker's partitions until the shared stopping rule says so.
+
+    Runs as one Dask task per worker. It secedes from the worker's thread pool
+    at once: it is long-running, and other tasks (another fit's, or data
+    tasks) must still be able to start on this worker meanwhile.
+
+    Parameters
+    ----------
+    task : WorkerTask
+        Hyperparameters, initial state and fit identity.
+    partitions : list of Partition
+        The rows this worker holds.
+
+    Returns
+    -------
+    WorkerResult
+    """
+    secede()
+    rng = np.random.default_rng(task.seed) if task.shuffle else None
+    state = task.state.copy()
+    settings = task.settings
+    n_outputs = state.weights.shape[0]
+    cumulative_l1 = np.zeros_like(state.weights)
+    l1_total = 0.0
+    t = float(task.t_start)
+    training_rows = [
+        np.flatnonzero(~p.validation) if p.validation is not None
+        else np.arange(p.targets.shape[0], dtype=np.int64)
+        for p in partitions
+    ]
+    n_train_local = int(sum(rows.shape[0] for rows in training_rows))
+    stopping = StoppingRule(
+        task.tol, task.n_iter_no_change, task.early_stopping, task.adaptive
+    )
+    history: list[dict[str, Any]] = []
+    failure: str | None = None
+    n_iter = 0
+    for epoch in range(task.max_iter):
+        started = time.perf_counter()
+        sumloss = 0.0
+        visit = rng.permutation(len(partitions)) if rng is not None else range(
+            len(partitions)
+        )
+        for index in visit:
+            part = partitions[index]
+            order = epoch_order(training_rows[index], rng)
+            for start in range(0, order.shape[0], task.chunk_samples):
+                t, chunk_loss, l1_total = sgd_pass(
+                    state.weights, state.intercepts, state.average_weights,
+                    state.average_intercepts, cumulative_l1, part.X, part.targets,
+                    part.sample_weight, task.positive_weight, task.negative_weight,
+                    order[start : start + task.chunk_samples], settings, t, l1_total,
+                )
+                sumloss += chunk_loss
+        n_iter = epoch + 1
+        finite = state.is_finite()
+        values = {"loss": sumloss, "n_train": n_train_local, "nonfinite": not finite}
+        if task.early_stopping:
+            values.update(_validation_values(state, partitions, task.score))
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "local_loss": sumloss / max(n_train_local * n_outputs, 1),
+            "samples": n_train_local,
+            "seconds": time.perf_counter() - started,
+            "eta": settings.eta0,
+        }
+        if task.synchronise:
+            answer = report_epoch(task.fit_id, epoch, values, task.epoch_timeout)
+            if answer["status"] != "ok":
+                failure = answer["reason"]
+                history.append(record)
+                break
+            totals = answer["totals"]
+        else:
+            totals = values
+        record["loss"] = totals["loss"] / max(totals["n_train"] * n_outputs, 1)
+        if task.early_stopping:
+            record["validation_score"] = validation_score(totals, task.score)
+        history.append(record)
+        if totals["nonfinite"] > 0:
+            failure = "nonfinite"
+            break
+        monitored = (
+            record["validation_score"] if task.early_stopping else totals["loss"]
+        )
+        decision = stopping.update(
+            monitored, totals["n_train"] * n_outputs, settings.eta0
+        )
+        if decision is Decision.REDUCE_LEARNING_RATE:
+            settings = settings._replace(eta0=settings.eta0 / 5.0)
+        elif decision is Decision.STOP:
+            break
+    return WorkerResult(
+        state=state,
+        n_samples_trained=int(round(t - task.t_start)),
+        n_iter=n_iter,
+        t_end=t,
+        history=history,
+        failure=failure,
+    )
