@@ -262,6 +262,7 @@ class BaseASGD(SparseCoefMixin, BaseEstimator):
                 sample_weight,
                 validation,
                 rng if self.shuffle else None,
+                min_rows_per_worker=int(_config.get("training.min-rows-per-worker")),
             )
             outcome = run_fit(client, placement, task, t_start, rng)
         self._standard = outcome.state

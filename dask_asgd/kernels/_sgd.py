@@ -208,6 +208,8 @@ def _sgd_pass(
     settings,
     t,
     u,
+    active,
+    output_losses,
 ):
     n_outputs = weights.shape[0]
     batch_size = settings.batch_size
@@ -216,7 +218,6 @@ def _sgd_pass(
     averaging = settings.average_start > 0
     derivatives = np.empty((batch_size, n_outputs))
     scale = 1.0
-    sumloss = 0.0
     n = order.shape[0]
     for batch_start in range(0, n, batch_size):
         batch_stop = min(batch_start + batch_size, n)
@@ -224,13 +225,17 @@ def _sgd_pass(
         for offset in range(batch_stop - batch_start):
             i = order[batch_start + offset]
             for k in range(n_outputs):
+                if not active[k]:
+                    continue
                 p = (
                     _row_dot(weights, k, X, data, indices, indptr, is_sparse, i)
                     * scale
                     + intercepts[k]
                 )
                 y = _target(targets, i, k, n_outputs)
-                sumloss += loss_value(settings.loss, p, y, settings.loss_parameter)
+                output_losses[k] += loss_value(
+                    settings.loss, p, y, settings.loss_parameter
+                )
                 derivatives[offset, k] = loss_derivative(
                     settings.loss, p, y, settings.loss_parameter
                 )
@@ -241,11 +246,13 @@ def _sgd_pass(
             if uses_l2:
                 scale *= max(0.0, 1.0 - (1.0 - settings.l1_ratio) * eta * settings.alpha)
                 if scale < _MIN_SCALE:
-                    weights *= scale
+                    _fold_scale(weights, active, scale)
                     scale = 1.0
             if uses_l1:
                 u += settings.l1_ratio * eta * settings.alpha
             for k in range(n_outputs):
+                if not active[k]:
+                    continue
                 y = _target(targets, i, k, n_outputs)
                 class_weight = positive_weight[k] if y > 0.0 else negative_weight[k]
                 update = -eta * derivatives[offset, k] * class_weight * sample_weight[i]
@@ -269,13 +276,24 @@ def _sgd_pass(
             n_new = min(float(batch_stop - batch_start), n_averaged)
             fraction = n_new / n_averaged
             for k in range(n_outputs):
+                if not active[k]:
+                    continue
                 for j in range(weights.shape[1]):
                     average_weights[k, j] += (
                         weights[k, j] * scale - average_weights[k, j]
                     ) * fraction
                 average_intercepts[k] += (intercepts[k] - average_intercepts[k]) * fraction
-    weights *= scale
-    return t, sumloss, u
+    _fold_scale(weights, active, scale)
+    return t, u
+
+
+@njit(**JIT_OPTIONS)
+def _fold_scale(weights, active, scale):
+    # Outputs that stopped training were never scaled: leave them as they are.
+    for k in range(weights.shape[0]):
+        if active[k]:
+            for j in range(weights.shape[1]):
+                weights[k, j] *= scale
 
 
 def sgd_pass(
@@ -293,6 +311,8 @@ def sgd_pass(
     settings: StepSettings,
     t: float,
     u: float,
+    active: np.ndarray | None = None,
+    output_losses: np.ndarray | None = None,
 ) -> tuple[float, float, float]:
     """Run minibatch SGD over the rows ``order`` of ``X``, in place.
 
@@ -325,29 +345,38 @@ def sgd_pass(
         Number of the next sample (1-based), as scikit-learn's ``t_``.
     u : float
         Total L1 penalty a weight may have received so far.
+    active : ndarray of bool, shape (n_outputs,), optional
+        Outputs to train; the others are left untouched (one-vs-rest problems
+        that already stopped). Default: all.
+    output_losses : ndarray of float64, shape (n_outputs,), optional
+        If given, the loss of each output is added to it.
 
     Returns
     -------
     t : float
         Number of the next sample after this pass.
     sumloss : float
-        Sum over visited samples and outputs of the loss before each update.
+        Sum over visited samples and active outputs of the loss before each
+        update.
     u : float
         Updated total L1 penalty.
     """
+    n_outputs = weights.shape[0]
+    if active is None:
+        active = np.ones(n_outputs, dtype=np.bool_)
+    losses = np.zeros(n_outputs) if output_losses is None else output_losses
+    before = losses.sum()
     if hasattr(X, "indptr"):
-        empty = np.empty((0, 0), dtype=weights.dtype)
-        return _sgd_pass(
-            weights, intercepts, average_weights, average_intercepts, cumulative_l1,
-            empty, X.data, X.indices, X.indptr, True,
-            targets, sample_weight, positive_weight, negative_weight,
-            order, settings, float(t), float(u),
-        )
-    empty_data = np.empty(0, dtype=weights.dtype)
-    empty_index = np.empty(0, dtype=np.int32)
-    return _sgd_pass(
+        dense = np.empty((0, 0), dtype=weights.dtype)
+        data, indices, indptr, is_sparse = X.data, X.indices, X.indptr, True
+    else:
+        dense, is_sparse = X, False
+        data = np.empty(0, dtype=weights.dtype)
+        indices = indptr = np.empty(0, dtype=np.int32)
+    t, u = _sgd_pass(
         weights, intercepts, average_weights, average_intercepts, cumulative_l1,
-        X, empty_data, empty_index, empty_index, False,
+        dense, data, indices, indptr, is_sparse,
         targets, sample_weight, positive_weight, negative_weight,
-        order, settings, float(t), float(u),
+        order, settings, float(t), float(u), active, losses,
     )
+    return t, float(losses.sum() - before), u

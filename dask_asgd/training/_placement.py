@@ -76,6 +76,7 @@ def scatter_in_memory(
     sample_weight: np.ndarray,
     validation: np.ndarray | None,
     rng: np.random.Generator | None,
+    min_rows_per_worker: int = 1,
 ) -> Placement:
     """Cut in-memory rows into one balanced block per worker and scatter them.
 
@@ -90,6 +91,10 @@ def scatter_in_memory(
         Rows held out for early stopping.
     rng : numpy.random.Generator or None
         Shuffles the assignment of rows to workers; None keeps row order.
+    min_rows_per_worker : int, default=1
+        Use fewer workers rather than give one fewer rows than this: a model
+        trained on a handful of rows adds noise to the average, and a small
+        data set trains faster on one worker than it can be shipped to many.
 
     Returns
     -------
@@ -97,7 +102,8 @@ def scatter_in_memory(
     """
     n_samples = targets.shape[0]
     rows = rng.permutation(n_samples) if rng is not None else np.arange(n_samples)
-    blocks = [b for b in np.array_split(rows, min(len(workers), n_samples)) if b.size]
+    n_blocks = min(len(workers), max(1, n_samples // max(1, min_rows_per_worker)))
+    blocks = [b for b in np.array_split(rows, n_blocks) if b.size]
     partitions: dict[str, list[Future]] = {}
     n_train: dict[str, int] = {}
     owned: list[Future] = []

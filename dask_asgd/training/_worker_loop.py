@@ -191,15 +191,21 @@ def train_worker(task: WorkerTask, partitions: list[Partition]) -> WorkerResult:
         for p in partitions
     ]
     n_train_local = int(sum(rows.shape[0] for rows in training_rows))
-    stopping = StoppingRule(
-        task.tol, task.n_iter_no_change, task.early_stopping, task.adaptive
-    )
+    # scikit-learn stops each one-vs-rest problem on its own loss; the
+    # validation score and the adaptive schedule's shared learning rate are
+    # about the whole model, so those use one rule for all outputs.
+    per_output = not task.early_stopping and not task.adaptive and n_outputs > 1
+    rules = [
+        StoppingRule(task.tol, task.n_iter_no_change, task.early_stopping, task.adaptive)
+        for _ in range(n_outputs if per_output else 1)
+    ]
+    active = np.ones(n_outputs, dtype=np.bool_)
     history: list[dict[str, Any]] = []
     failure: str | None = None
     n_iter = 0
     for epoch in range(task.max_iter):
         started = time.perf_counter()
-        sumloss = 0.0
+        output_losses = np.zeros(n_outputs)
         visit = rng.permutation(len(partitions)) if rng is not None else range(
             len(partitions)
         )
@@ -207,16 +213,18 @@ def train_worker(task: WorkerTask, partitions: list[Partition]) -> WorkerResult:
             part = partitions[index]
             order = epoch_order(training_rows[index], rng)
             for start in range(0, order.shape[0], task.chunk_samples):
-                t, chunk_loss, l1_total = sgd_pass(
+                t, _, l1_total = sgd_pass(
                     state.weights, state.intercepts, state.average_weights,
                     state.average_intercepts, cumulative_l1, part.X, part.targets,
                     part.sample_weight, task.positive_weight, task.negative_weight,
                     order[start : start + task.chunk_samples], settings, t, l1_total,
+                    active, output_losses,
                 )
-                sumloss += chunk_loss
+        sumloss = float(output_losses.sum())
         n_iter = epoch + 1
         finite = state.is_finite()
         values = {"loss": sumloss, "n_train": n_train_local, "nonfinite": not finite}
+        values.update({f"loss_{k}": output_losses[k] for k in range(n_outputs)})
         if task.early_stopping:
             values.update(_validation_values(state, partitions, task.score))
         record: dict[str, Any] = {
@@ -235,17 +243,28 @@ def train_worker(task: WorkerTask, partitions: list[Partition]) -> WorkerResult:
             totals = answer["totals"]
         else:
             totals = values
-        record["loss"] = totals["loss"] / max(totals["n_train"] * n_outputs, 1)
+        n_active = int(active.sum())
+        record["loss"] = totals["loss"] / max(totals["n_train"] * n_active, 1)
         if task.early_stopping:
             record["validation_score"] = validation_score(totals, task.score)
         history.append(record)
         if totals["nonfinite"] > 0:
             failure = "nonfinite"
             break
+        if per_output:
+            for k in np.flatnonzero(active):
+                decision = rules[k].update(
+                    totals[f"loss_{k}"], totals["n_train"], settings.eta0
+                )
+                if decision is Decision.STOP:
+                    active[k] = False
+            if not active.any():
+                break
+            continue
         monitored = (
             record["validation_score"] if task.early_stopping else totals["loss"]
         )
-        decision = stopping.update(
+        decision = rules[0].update(
             monitored, totals["n_train"] * n_outputs, settings.eta0
         )
         if decision is Decision.REDUCE_LEARNING_RATE:

@@ -1,0 +1,28 @@
+"""scikit-learn's estimator checks, run through the embedded Dask cluster."""
+
+from __future__ import annotations
+
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from dask_asgd import ASGDClassifier, ASGDRegressor
+
+_SAMPLE_WEIGHT_REASON = (
+    "sample_weight is not equivalent to removing/repeating samples: the same "
+    "waiver scikit-learn declares for its own SGDClassifier/SGDRegressor, because "
+    "a weighted sample is one step of a larger size, not several steps"
+)
+
+
+def _expected_failed_checks(estimator):
+    return {
+        "check_sample_weight_equivalence_on_dense_data": _SAMPLE_WEIGHT_REASON,
+        "check_sample_weight_equivalence_on_sparse_data": _SAMPLE_WEIGHT_REASON,
+    }
+
+
+@parametrize_with_checks(
+    [ASGDClassifier(max_iter=5), ASGDRegressor(max_iter=5)],
+    expected_failed_checks=_expected_failed_checks,
+)
+def test_sklearn_compatible_estimator(estimator, check):
+    check(estimator)
