@@ -443,8 +443,14 @@ class Publisher:
 
     def _start(
         self, target: str, message: dict[str, Any], nbytes: int, t0: float
-    ) -> asyncio.Task[str]:
+    ) -> asyncio.Future[str]:
         """Start the send task; runs on the loop thread."""
+        if self._cancelling:
+            # aclose() ran between publish() and this callback.
+            self._release(_CANCELLED, nbytes, None)
+            cancelled: asyncio.Future[str] = self._loop.create_future()
+            cancelled.set_result(_CANCELLED)
+            return cancelled
         task = self._loop.create_task(self._send(target, message, nbytes, t0))
         self._tasks.add(task)
 
@@ -456,9 +462,6 @@ class Publisher:
                 self._release(_CANCELLED, nbytes, None)
 
         task.add_done_callback(done)
-        if self._cancelling:
-            # aclose() ran between publish() and this callback.
-            task.cancel()
         return task
 
     async def _send(
@@ -519,10 +522,13 @@ class Publisher:
         """Close, cancel the sends in flight and wait for them (loop thread)."""
         self.close()
         self._cancelling = True
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
+        # One loop iteration runs the _start callbacks that publish() queued
+        # before the close; they see _cancelling and give their slot back.
+        await asyncio.sleep(0)
+        while self._tasks:
+            tasks = list(self._tasks)
+            for task in tasks:
+                task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
     # ----------------------------------------------------------------- stats

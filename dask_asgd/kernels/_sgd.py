@@ -364,8 +364,7 @@ def sgd_pass(
     n_outputs = weights.shape[0]
     if active is None:
         active = np.ones(n_outputs, dtype=np.bool_)
-    losses = np.zeros(n_outputs) if output_losses is None else output_losses
-    before = losses.sum()
+    losses = np.zeros(n_outputs)
     if hasattr(X, "indptr"):
         dense = np.empty((0, 0), dtype=weights.dtype)
         data, indices, indptr, is_sparse = X.data, X.indices, X.indptr, True
@@ -379,4 +378,8 @@ def sgd_pass(
         targets, sample_weight, positive_weight, negative_weight,
         order, settings, float(t), float(u), active, losses,
     )
-    return t, float(losses.sum() - before), u
+    # A diverging model yields infinite losses: the caller checks for it.
+    with np.errstate(over="ignore", invalid="ignore"):
+        if output_losses is not None:
+            output_losses += losses
+        return t, float(losses.sum()), u

@@ -1,0 +1,103 @@
+"""In-process fakes of distributed's rpc pool and worker for exchange tests.
+
+Modelled on ``distributed/shuffle/tests/utils.py``: the pool maps an address
+to a receiving callable, so sends run on one event loop, deterministically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
+from typing import Any
+
+from distributed.protocol.serialize import Serialize
+
+from dask_asgd.exchange import RECEIVE_HANDLER
+
+Handler = Callable[..., Any]
+
+
+class FakeRPC:
+    """``rpc(address)`` -> proxy whose ``asgd_exchange_receive`` calls a handler.
+
+    Unknown addresses raise ``OSError`` like a refused connection.
+    """
+
+    def __init__(self, handlers: dict[str, Handler] | None = None) -> None:
+        self.handlers: dict[str, Handler] = dict(handlers or {})
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def __call__(self, address: str) -> Any:
+        async def receive(**message: Any) -> Any:
+            self.calls.append((address, message))
+            try:
+                handler = self.handlers[address]
+            except KeyError:
+                raise OSError(f"Timed out trying to connect to {address}") from None
+            result = handler(**message)
+            if asyncio.iscoroutine(result):
+                result = await result
+            return result
+
+        return SimpleNamespace(**{RECEIVE_HANDLER: receive})
+
+
+class Recorder:
+    """A receiving handler that records payloads and answers a fixed reply.
+
+    ``gate`` (if set) makes every call wait until it is set, to hold sends in
+    flight; ``error`` is raised instead of answering.
+    """
+
+    def __init__(
+        self,
+        reply: Any = None,
+        *,
+        gate: asyncio.Event | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        self.reply = {"status": "OK"} if reply is None else reply
+        self.gate = gate
+        self.error = error
+        self.messages: list[dict[str, Any]] = []
+
+    async def __call__(self, **message: Any) -> Any:
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.error is not None:
+            raise self.error
+        payload = message["payload"]
+        if isinstance(payload, Serialize):
+            # What the wire would do: the receiver gets its own buffer.
+            message = {**message, "payload": payload.data.copy()}
+        self.messages.append(message)
+        return self.reply
+
+
+def fake_worker(address: str, rpc: FakeRPC) -> Any:
+    """Just enough of a Worker for ExchangeWorkerPlugin.setup/join/teardown."""
+    return SimpleNamespace(
+        address=address,
+        handlers={},
+        stream_handlers={},
+        rpc=rpc,
+        loop=SimpleNamespace(asyncio_loop=asyncio.get_running_loop()),
+    )
+
+
+async def settle(
+    predicate: Callable[[], bool], timeout: float = 5.0
+) -> None:
+    """Yield to the loop until ``predicate()`` holds (no fixed sleeps)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.001)
+
+
+def run(coro: Awaitable[Any]) -> Any:
+    """Run a test coroutine on a fresh loop."""
+    return asyncio.run(coro)  # type: ignore[arg-type]

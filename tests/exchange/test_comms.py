@@ -1,0 +1,516 @@
+"""The sending side and the receive handler with a fake transport (no cluster)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from dask_asgd.exchange import (
+    PEERS_HANDLER,
+    RECEIVE_HANDLER,
+    ExchangeWorkerPlugin,
+    LinkShaper,
+    Publisher,
+    TopicSpec,
+    peers_message,
+)
+
+from ._fakes import FakeRPC, Recorder, fake_worker, run, settle
+
+A, B, C = "tcp://a:1", "tcp://b:1", "tcp://c:1"
+
+
+def make_publisher(rpc, *, peers=(B,), shaper=None, **spec):
+    spec.setdefault("max_in_flight", 2)
+    spec.setdefault("send_timeout", 5.0)
+    return Publisher(
+        TopicSpec("t", "run-1", **spec),
+        sender=A,
+        rpc=rpc,
+        loop=asyncio.get_running_loop(),
+        peers=peers,
+        shaper=shaper,
+    )
+
+
+def assert_balanced(stats):
+    """Every published message is accounted for exactly once."""
+    assert stats["published"] == (
+        stats["sent"]
+        + stats["refused_by_peer"]
+        + stats["failed"]
+        + stats["cancelled"]
+        + stats["in_flight"]
+    )
+
+
+def test_publish_delivers_a_snapshot_with_metadata():
+    async def main():
+        recorder = Recorder()
+        pub = make_publisher(FakeRPC({B: recorder}))
+        state = np.arange(5.0)
+        assert pub.publish(state, {"step": np.int64(3), "loss": np.float32(0.5)})
+        # The training thread goes on changing its state at once.
+        state[:] = -1
+        await settle(lambda: pub.in_flight == 0)
+        (msg,) = recorder.messages
+        np.testing.assert_array_equal(msg["payload"], np.arange(5.0))
+        assert msg["metadata"] == {"step": 3, "loss": 0.5}
+        assert type(msg["metadata"]["step"]) is int  # msgpack-native
+        assert (msg["topic"], msg["run_id"], msg["sender"]) == ("t", "run-1", A)
+        assert msg["sent_at"] <= time.time()
+        stats = pub.stats()
+        assert stats["sent"] == 1
+        assert stats["bytes_sent"] == state.nbytes
+        assert stats["send_latency"] > 0
+        assert_balanced(stats)
+
+    run(main())
+
+
+def test_in_flight_bound_drops_and_counts_never_queues():
+    async def main():
+        gate = asyncio.Event()
+        recorder = Recorder(gate=gate)
+        pub = make_publisher(FakeRPC({B: recorder}), max_in_flight=2)
+        results = [pub.publish(np.ones(3)) for _ in range(5)]
+        assert results == [True, True, False, False, False]
+        stats = pub.stats()
+        assert (stats["in_flight"], stats["dropped"], stats["sent"]) == (2, 3, 0)
+        gate.set()
+        await settle(lambda: pub.in_flight == 0)
+        stats = pub.stats()
+        assert (stats["sent"], stats["dropped"], len(recorder.messages)) == (2, 3, 2)
+        # With the slots free again, publishing works again.
+        assert pub.publish(np.ones(3))
+        await settle(lambda: pub.in_flight == 0)
+        assert pub.stats()["sent"] == 3
+        assert_balanced(pub.stats())
+
+    run(main())
+
+
+def test_random_target_excludes_self_and_follows_set_peers():
+    async def main():
+        recorders = {addr: Recorder() for addr in (A, B, C)}
+        pub = make_publisher(FakeRPC(recorders), peers=[A, B, C], max_in_flight=100)
+        for _ in range(40):
+            assert pub.publish(np.zeros(1))
+        await settle(lambda: pub.in_flight == 0)
+        assert not recorders[A].messages
+        assert recorders[B].messages and recorders[C].messages
+
+        pub.set_peers([A, C])  # B died
+        for _ in range(10):
+            pub.publish(np.zeros(1))
+        await settle(lambda: pub.in_flight == 0)
+        assert len(recorders[B].messages) + len(recorders[C].messages) == 50
+        assert len(recorders[C].messages) >= 10
+        # An explicit peer is honoured, even this worker itself.
+        before = len(recorders[B].messages)
+        assert pub.publish(np.zeros(1), peer=B)
+        await settle(lambda: pub.in_flight == 0)
+        assert len(recorders[B].messages) == before + 1
+
+        with pytest.raises(TypeError, match="sequence of addresses"):
+            pub.set_peers(B)
+
+    run(main())
+
+
+def test_same_seed_same_targets():
+    async def main():
+        targets = []
+        for _ in range(2):
+            rpc = FakeRPC({B: Recorder(), C: Recorder()})
+            pub = make_publisher(rpc, peers=[B, C], seed=7, max_in_flight=100)
+            for _ in range(20):
+                pub.publish(np.zeros(1))
+            await settle(lambda pub=pub: pub.in_flight == 0)
+            targets.append([addr for addr, _ in rpc.calls])
+        assert targets[0] == targets[1]
+
+    run(main())
+
+
+def test_no_peer_is_a_counted_drop():
+    async def main():
+        pub = make_publisher(FakeRPC(), peers=[A])  # only itself
+        assert pub.publish(np.zeros(1)) is False
+        stats = pub.stats()
+        assert (stats["dropped"], stats["no_peer"], stats["published"]) == (1, 1, 0)
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    "rpc_handlers, expected",
+    [
+        ({}, "failed"),  # connection refused (OSError)
+        ({B: Recorder(error=RuntimeError("boom in handler"))}, "failed"),
+        ({B: Recorder(reply="no handler")}, "failed"),  # peer without the plugin
+        ({B: lambda **msg: None}, "failed"),
+        ({B: Recorder({"status": "refused", "reason": "stale-run"})}, "refused_by_peer"),
+    ],
+    ids=["oserror", "handler-error", "odd-reply", "none-reply", "refused"],
+)
+def test_send_errors_are_counted_not_raised(rpc_handlers, expected, caplog):
+    async def main():
+        pub = make_publisher(FakeRPC(rpc_handlers))
+        with caplog.at_level(logging.WARNING, logger="dask_asgd.exchange._comms"):
+            assert pub.publish(np.zeros(2)) is True
+            assert pub.publish(np.zeros(2)) is True
+            await settle(lambda: pub.in_flight == 0)
+        stats = pub.stats()
+        assert stats[expected] == 2
+        assert stats["sent"] == 0
+        assert stats["bytes_sent"] == 0
+        assert_balanced(stats)
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        # One warning per dead peer, not one per message.
+        assert len(warnings) == (1 if expected == "failed" else 0)
+
+    run(main())
+
+
+def test_send_timeout_frees_the_slot():
+    async def main():
+        never = asyncio.Event()
+        pub = make_publisher(FakeRPC({B: Recorder(gate=never)}), send_timeout=0.05)
+        assert pub.publish(np.zeros(1))
+        assert pub.publish(np.zeros(1))
+        assert pub.publish(np.zeros(1)) is False
+        await settle(lambda: pub.in_flight == 0)
+        stats = pub.stats()
+        assert (stats["timed_out"], stats["failed"], stats["dropped"]) == (2, 2, 1)
+        assert_balanced(stats)
+
+    run(main())
+
+
+def test_close_drops_new_messages_and_aclose_cancels_pending():
+    async def main():
+        never = asyncio.Event()
+        pub = make_publisher(FakeRPC({B: Recorder(gate=never)}))
+        assert pub.publish(np.zeros(1))
+        await asyncio.sleep(0)  # let the send start
+        assert pub.publish(np.zeros(1))  # this one not started yet
+        pub.close()
+        assert pub.publish(np.zeros(1)) is False
+        await pub.aclose()
+        stats = pub.stats()
+        assert (stats["in_flight"], stats["cancelled"], stats["dropped"]) == (0, 2, 1)
+        assert_balanced(stats)
+
+    run(main())
+
+
+def test_publish_on_a_closed_loop_is_a_counted_failure():
+    async def main():
+        dead_loop = asyncio.new_event_loop()
+        dead_loop.close()
+        pub = Publisher(
+            TopicSpec("t", "r"), sender=A, rpc=FakeRPC(), loop=dead_loop, peers=[B]
+        )
+        assert pub.publish(np.zeros(1)) is False
+        stats = pub.stats()
+        assert (stats["failed"], stats["in_flight"]) == (1, 0)
+
+    run(main())
+
+
+def test_bad_payload_raises_and_returns_the_slot():
+    async def main():
+        pub = make_publisher(FakeRPC({B: Recorder()}), max_in_flight=1)
+        with pytest.raises(ValueError):
+            pub.publish([[1.0], [1.0, 2.0]])  # ragged: not an array
+        assert pub.in_flight == 0
+        assert pub.publish(np.zeros(1))
+
+    run(main())
+
+
+def test_publish_from_another_thread_returns_at_once():
+    async def main():
+        gate = asyncio.Event()
+        recorder = Recorder(gate=gate)
+        pub = make_publisher(FakeRPC({B: recorder}))
+        results: list[bool] = []
+        durations: list[float] = []
+
+        def training_thread():
+            for i in range(3):
+                t0 = time.perf_counter()
+                results.append(pub.publish(np.full(4, i)))
+                durations.append(time.perf_counter() - t0)
+
+        thread = threading.Thread(target=training_thread)
+        thread.start()
+        # The sends cannot finish (gated), yet the thread is not blocked by them.
+        await asyncio.get_running_loop().run_in_executor(None, thread.join)
+        assert results == [True, True, False]
+        gate.set()
+        await settle(lambda: pub.in_flight == 0)
+        assert sorted(m["payload"][0] for m in recorder.messages) == [0, 1]
+
+    run(main())
+
+
+# ------------------------------------------------------------- link simulator
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def __call__(self):
+        return self.now
+
+    async def sleep(self, seconds):
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_token_bucket_arithmetic_with_fake_clock():
+    clock = FakeClock()
+    shaper = LinkShaper(1000.0, 0.5, burst=0, clock=clock, sleep=clock.sleep)
+    assert shaper.reserve(500) == pytest.approx(0.5 + 0.5)
+    # Sent at the same instant, the next message queues behind the first one.
+    assert shaper.reserve(1000) == pytest.approx(1.5 + 0.5)
+    clock.now += 10  # an idle link refills, but never above the burst (0)
+    assert shaper.reserve(100) == pytest.approx(0.1 + 0.5)
+    assert shaper.counters() == {
+        "messages": 3,
+        "tokens_consumed": 1600,
+        "delayed": 3,
+        "wait_total": pytest.approx(1.0 + 2.0 + 0.6),
+    }
+
+
+def test_token_bucket_burst_passes_small_messages_without_rate_delay():
+    clock = FakeClock()
+    shaper = LinkShaper(1000.0, burst=1000, clock=clock, sleep=clock.sleep)
+    assert shaper.reserve(600) == 0
+    assert shaper.reserve(400) == 0
+    assert shaper.reserve(500) == pytest.approx(0.5)
+    assert shaper.delayed == 1
+    run(shaper.wait(1000))
+    assert clock.sleeps == [pytest.approx(1.5)]
+
+
+def test_latency_only_shaper():
+    clock = FakeClock()
+    shaper = LinkShaper(None, 0.02, clock=clock, sleep=clock.sleep)
+    assert [shaper.reserve(10**9) for _ in range(3)] == [0.02] * 3
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"bandwidth": 0}, {"bandwidth": -1.0}, {"bandwidth": None, "latency": -1}]
+)
+def test_shaper_rejects_bad_settings(kwargs):
+    with pytest.raises(ValueError):
+        LinkShaper(**kwargs)
+
+
+def test_slow_link_keeps_sends_in_flight_and_drops_the_rest():
+    async def main():
+        link_free = asyncio.Event()
+
+        async def slow_link(seconds):
+            await link_free.wait()
+
+        shaper = LinkShaper(1e3, burst=0, sleep=slow_link)
+        recorder = Recorder()
+        pub = make_publisher(FakeRPC({B: recorder}), shaper=shaper)
+        for _ in range(4):
+            pub.publish(np.zeros(100))
+        await settle(lambda: shaper.messages == 2)
+        # Both sends wait for the link: in flight, nothing delivered, rest dropped.
+        stats = pub.stats()
+        assert (stats["in_flight"], stats["dropped"], stats["sent"]) == (2, 2, 0)
+        assert not recorder.messages
+        assert shaper.tokens_consumed == 2 * 800
+        link_free.set()
+        await settle(lambda: pub.in_flight == 0)
+        assert pub.stats()["sent"] == 2
+
+    run(main())
+
+
+def test_simulated_bandwidth_slows_real_sends_down():
+    async def main():
+        nbytes, n = 100_000, 4
+        recorder = Recorder()
+        fast = make_publisher(FakeRPC({B: recorder}))
+        shaper = LinkShaper(2e6, burst=0)  # 2 MB/s: 50 ms per message
+        slow = make_publisher(FakeRPC({B: recorder}), shaper=shaper)
+        payload = np.zeros(nbytes, dtype=np.uint8)
+
+        t0 = time.perf_counter()
+        for _ in range(n):
+            assert await fast.publish_async(payload)
+        fast_elapsed = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        for _ in range(n):
+            assert await slow.publish_async(payload)
+        slow_elapsed = time.perf_counter() - t0
+
+        assert shaper.tokens_consumed == n * nbytes
+        assert shaper.delayed == n
+        assert shaper.wait_total == pytest.approx(n * nbytes / 2e6, rel=0.05)
+        # Lower bounds only: a loaded machine may be slower, never faster.
+        assert slow_elapsed >= 0.9 * n * nbytes / 2e6
+        assert slow_elapsed > fast_elapsed
+        assert slow.stats()["send_latency"] >= 0.9 * nbytes / 2e6
+
+    run(main())
+
+
+def test_shaper_from_config():
+    import dask
+
+    with dask.config.set({"asgd.exchange.simulate.bandwidth": None}):
+        assert LinkShaper.from_config() is None
+    with dask.config.set(
+        {"asgd.exchange.simulate.bandwidth": "10 MB", "asgd.exchange.simulate.latency": "5ms"}
+    ):
+        shaper = LinkShaper.from_config()
+        assert shaper is not None
+        assert (shaper.bandwidth, shaper.latency) == (10e6, pytest.approx(0.005))
+    with dask.config.set({"asgd.exchange.simulate.latency": 0.25}):
+        shaper = LinkShaper.from_config()
+        assert shaper is not None and shaper.bandwidth is None
+    with dask.config.set({"asgd.exchange.simulate.bandwidth": 0}):
+        with pytest.raises(ValueError, match="bytes/s"):
+            LinkShaper.from_config()
+
+
+# ------------------------------------- receive handler and plugin on fake workers
+
+
+def test_plugin_routes_refuses_stale_and_counts_on_fake_workers():
+    async def main():
+        rpc = FakeRPC()
+        wa, wb = fake_worker(A, rpc), fake_worker(B, rpc)
+        pa, pb = ExchangeWorkerPlugin(), ExchangeWorkerPlugin()
+        pa.setup(wa)
+        pb.setup(wb)
+        assert wb.handlers[RECEIVE_HANDLER] == pb.asgd_exchange_receive
+        assert wb.stream_handlers[PEERS_HANDLER] == pb.asgd_exchange_peers
+        rpc.handlers.update({A: wa.handlers[RECEIVE_HANDLER], B: wb.handlers[RECEIVE_HANDLER]})
+
+        spec = {"send_timeout": 1.0}
+        ea = pa.join(TopicSpec("t", "run-1", **spec), [A, B])
+        eb = pb.join(TopicSpec("t", "run-1", mailbox_slots=2, **spec), [A, B])
+        old_run = pa.join(TopicSpec("u", "run-0", **spec), [B])
+        pb.join(TopicSpec("u", "run-1", **spec), [A])
+        unknown = pa.join(TopicSpec("nobody-listens", "run-1", **spec), [B])
+
+        # Delivered: three messages into two slots, one counted lost.
+        for i in range(3):
+            assert await ea.publish_async(np.full(3, i), {"i": i})
+        # Stale run and unknown topic: refused, counted on both sides.
+        assert await old_run.publish_async(np.zeros(3)) is False
+        assert await unknown.publish_async(np.zeros(3)) is False
+
+        messages = eb.receive()
+        assert [m.metadata["i"] for m in messages] == [1, 2]
+        assert all(m.sender == A and m.run_id == "run-1" for m in messages)
+        assert all(m.received_at >= m.sent_at > 0 for m in messages)
+        stats_b = eb.stats()
+        assert (stats_b["received"], stats_b["lost"], stats_b["read"]) == (3, 1, 2)
+        assert stats_b["bytes_received"] == 3 * 24
+        assert pb.endpoint("u").stats()["refused"] == 1
+        assert old_run.stats()["refused_by_peer"] == 1
+        assert unknown.stats()["refused_by_peer"] == 1
+        assert pb.stats()["refused_by_reason"] == {"stale-run": 1, "unknown-topic": 1}
+
+        # After close, messages of that run are refused and counted on it.
+        eb.close()
+        eb.close()  # idempotent
+        assert eb.closed and pb.endpoint("t") is None
+        assert await ea.publish_async(np.zeros(3)) is False
+        assert eb.stats()["refused"] == 1
+        assert pb.stats()["refused_by_reason"]["closed"] == 1
+        assert eb.publish(np.zeros(3)) is False  # closed: dropped, not raised
+        assert eb.receive() == []
+
+        # Membership pushed by a scheduler-side component (stream handler).
+        msg = peers_message("t", [B, C])
+        op = msg.pop("op")
+        wa.stream_handlers[op](**msg)
+        assert ea.peers == (B, C)
+        wa.stream_handlers[op](topic="t", peers=[C], run_id="other-run")
+        assert ea.peers == (B, C)  # an update for another run is ignored
+
+        await pa.teardown(wa)
+        await pb.teardown(wb)
+        assert not [h for h in (*wa.handlers, *wa.stream_handlers) if h.startswith("asgd")]
+        assert not [h for h in (*wb.handlers, *wb.stream_handlers) if h.startswith("asgd")]
+        assert ea.closed and ea.publish(np.zeros(1)) is False
+
+    run(main())
+
+
+def test_rejoining_a_topic_replaces_the_old_run():
+    async def main():
+        rpc = FakeRPC()
+        wb = fake_worker(B, rpc)
+        plugin = ExchangeWorkerPlugin()
+        plugin.setup(wb)
+        first = plugin.join(TopicSpec("t", "run-1"), [A])
+        second = plugin.join(TopicSpec("t", "run-2"), [A])
+        assert first.closed and not second.closed
+        assert plugin.endpoint("t") is second
+        reply = plugin.asgd_exchange_receive(
+            topic="t", run_id="run-1", sender=A, payload=np.zeros(1)
+        )
+        assert reply == {"status": "refused", "reason": "closed"}
+        assert first.stats()["refused"] == 1 and second.stats()["refused"] == 0
+        reply = plugin.asgd_exchange_receive(
+            topic="t", run_id="run-2", sender=A, payload=np.zeros(1)
+        )
+        assert reply == {"status": "OK"}
+        await plugin.teardown(wb)
+
+    run(main())
+
+
+def test_explicit_shaper_settings_on_the_plugin():
+    async def main():
+        wb = fake_worker(B, FakeRPC())
+        plugin = ExchangeWorkerPlugin(bandwidth="1 MB", latency="10ms")
+        plugin.setup(wb)
+        assert plugin.shaper is not None
+        assert plugin.shaper.bandwidth == 1e6
+        assert plugin.shaper.latency == pytest.approx(0.01)
+        await plugin.teardown(wb)
+        off = ExchangeWorkerPlugin(latency=0)
+        off.setup(wb)
+        assert off.shaper is None
+        await off.teardown(wb)
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"topic": ""}, "topic"),
+        ({"run_id": ""}, "run_id"),
+        ({"mailbox_slots": 0}, "mailbox_slots"),
+        ({"max_in_flight": 0}, "max_in_flight"),
+        ({"send_timeout": 0}, "send_timeout"),
+    ],
+)
+def test_topic_spec_validation(kwargs, match):
+    args = {"topic": "t", "run_id": "r", **kwargs}
+    with pytest.raises(ValueError, match=match):
+        TopicSpec(**args)

@@ -1,0 +1,183 @@
+"""ASGDClassifier / ASGDRegressor against scikit-learn, on real Dask clusters."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from distributed import Client
+from distributed.utils_test import poll_for
+from sklearn.base import clone
+from sklearn.datasets import make_classification, make_regression
+from sklearn.exceptions import NotFittedError
+from sklearn.linear_model import SGDClassifier, SGDRegressor
+from sklearn.model_selection import train_test_split
+
+from dask_asgd import ASGDClassifier, ASGDRegressor
+
+
+@pytest.fixture(scope="module")
+def classification():
+    X, y = make_classification(
+        20_000, 30, n_informative=10, class_sep=2.0, random_state=0
+    )
+    return train_test_split(X, y, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def process_client(local_cluster):
+    with Client(local_cluster, set_as_default=False) as client:
+        yield client
+
+
+def _scheduler_tasks(client):
+    return client.run_on_scheduler(
+        lambda dask_scheduler: sorted(map(str, dask_scheduler.tasks))
+    )
+
+
+def _assert_cluster_clean(client):
+    """No registered fit, and every task and datum of the fit released.
+
+    Releasing is asynchronous (the client tells the scheduler after ``fit``
+    returned), so wait for it, within a bound.
+    """
+    assert _scheduler_fits(client) == []
+    poll_for(lambda: _scheduler_tasks(client) == [], timeout=10)
+
+
+def _scheduler_fits(client):
+    return client.run_on_scheduler(
+        lambda dask_scheduler: sorted(dask_scheduler.plugins["asgd"].fits)
+    )
+
+
+@pytest.mark.parametrize("loss", ["hinge", "log_loss"])
+def test_w8a_accuracy_matches_sklearn(w8a, loss):
+    X, y = w8a
+    X_train, X_test, y_train, y_test = train_test_split(X, y, random_state=0)
+    ours = ASGDClassifier(loss=loss, random_state=0).fit(X_train, y_train)
+    theirs = SGDClassifier(loss=loss, random_state=0).fit(X_train, y_train)
+    assert ours.history_["worker"].nunique() == 2
+    assert ours.score(X_test, y_test) >= theirs.score(X_test, y_test) - 0.01
+
+
+def test_regression_r2_matches_sklearn():
+    X, y = make_regression(40_000, 20, noise=10.0, random_state=0)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, random_state=0)
+    ours = ASGDRegressor(random_state=0).fit(X_train, y_train)
+    theirs = SGDRegressor(random_state=0).fit(X_train, y_train)
+    assert ours.score(X_test, y_test) >= theirs.score(X_test, y_test) - 0.01
+
+
+def test_fit_on_process_cluster(process_client, classification):
+    X_train, X_test, y_train, y_test = classification
+    with process_client.as_current():
+        model = ASGDClassifier(loss="log_loss", random_state=0).fit(X_train, y_train)
+    workers = set(process_client.scheduler_info()["workers"])
+    assert set(model.history_["worker"]) == workers
+    assert model.score(X_test, y_test) > 0.8
+    _assert_cluster_clean(process_client)
+    restored = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(restored.predict(X_test), model.predict(X_test))
+    assert clone(model).get_params() == model.get_params()
+
+
+def test_same_seed_same_model(classification):
+    X_train, _, y_train, _ = classification
+    first = ASGDClassifier(random_state=3, max_iter=5, tol=None).fit(X_train, y_train)
+    second = ASGDClassifier(random_state=3, max_iter=5, tol=None).fit(X_train, y_train)
+    np.testing.assert_allclose(first.coef_, second.coef_)
+
+
+def test_multiclass_one_state_row_per_class():
+    X, y = make_classification(
+        20_000, 20, n_informative=8, n_classes=4, class_sep=2.0, random_state=1
+    )
+    model = ASGDClassifier(loss="log_loss", random_state=0).fit(X, y)
+    assert model.coef_.shape == (4, 20)
+    probabilities = model.predict_proba(X)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0)
+    reference = SGDClassifier(loss="log_loss", random_state=0).fit(X, y)
+    assert model.score(X, y) >= reference.score(X, y) - 0.02
+
+
+def test_float32_stays_float32(classification):
+    X_train, _, y_train, _ = classification
+    model = ASGDClassifier(random_state=0, max_iter=3, tol=None).fit(
+        X_train.astype(np.float32), y_train
+    )
+    assert model.coef_.dtype == np.float32
+    assert model.intercept_.dtype == np.float32
+
+
+def test_read_only_and_int64_sparse_input(classification):
+    X_train, X_test, y_train, y_test = classification
+    X_train = X_train.copy()
+    X_train.setflags(write=False)
+    dense = ASGDClassifier(random_state=0, max_iter=3, tol=None).fit(X_train, y_train)
+    sparse = sp.csr_matrix(X_train)
+    sparse.indices = sparse.indices.astype(np.int64)
+    sparse.indptr = sparse.indptr.astype(np.int64)
+    model = ASGDClassifier(random_state=0, max_iter=3, tol=None).fit(sparse, y_train)
+    assert model.score(X_test, y_test) > 0.8
+    assert dense.score(X_test, y_test) > 0.8
+
+
+def test_partial_fit_continues_the_schedule(classification):
+    X_train, X_test, y_train, y_test = classification
+    model = ASGDClassifier(random_state=0)
+    for start in range(0, X_train.shape[0], 5000):
+        model.partial_fit(
+            X_train[start : start + 5000], y_train[start : start + 5000],
+            classes=np.unique(y_train),
+        )
+    assert model.t_ == pytest.approx(1 + X_train.shape[0])
+    assert model.score(X_test, y_test) > 0.8
+    with pytest.raises(ValueError, match="features"):
+        model.partial_fit(X_train[:10, :5], y_train[:10])
+
+
+def test_failed_fit_keeps_previous_model():
+    # The unstable data of scikit-learn's own overflow test.
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(4000, 10))
+    X[:, :2] *= 1e300
+    X_scaled = (X - X.min(axis=0)) / (X.max(axis=0) - X.min(axis=0))
+    y = (X_scaled @ rng.normal(size=10) > 0.0).astype(np.int32)
+    model = ASGDClassifier(alpha=0.1, loss="squared_hinge", max_iter=500)
+    model.fit(X_scaled, y)
+    coef = model.coef_.copy()
+    with pytest.raises(ValueError, match="Floating-point under-/overflow"):
+        model.fit(X, y)
+    np.testing.assert_array_equal(model.coef_, coef)
+    assert model.n_features_in_ == X.shape[1]
+    assert model.predict(X_scaled).shape == y.shape
+
+
+def test_not_fitted_and_unfinished_features():
+    with pytest.raises(NotFittedError):
+        ASGDClassifier().predict(np.zeros((2, 3)))
+    with pytest.raises(NotImplementedError, match="communication='off'"):
+        ASGDClassifier(communication="fixed").fit(np.zeros((4, 2)), [0, 1, 0, 1])
+    with pytest.raises(AttributeError, match="predict_proba"):
+        ASGDClassifier(loss="hinge").predict_proba  # noqa: B018
+
+
+def test_grid_search_on_joblib_dask_backend(process_client, classification):
+    """fit inside Dask tasks (nested use) must not deadlock."""
+    import joblib
+    from sklearn.model_selection import GridSearchCV
+
+    X_train, _, y_train, _ = classification
+    search = GridSearchCV(
+        ASGDClassifier(max_iter=5, tol=None, random_state=0),
+        {"alpha": [1e-4, 1e-3]},
+        cv=2,
+    )
+    with process_client.as_current(), joblib.parallel_backend("dask"):
+        search.fit(X_train[:4000], y_train[:4000])
+    assert search.best_score_ > 0.7
+    _assert_cluster_clean(process_client)
