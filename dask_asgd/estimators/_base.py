@@ -66,6 +66,7 @@ class BaseASGD(SparseCoefMixin, BaseEstimator):
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "n_workers": [Interval(Integral, 1, None, closed="left"), None],
         "communication": [StrOptions({"adaptive", "fixed", "off"})],
+        "send_interval": [Interval(Integral, 1, None, closed="left")],
         "message_size": [Interval(Real, 0, 1, closed="right")],
         "parzen_window": ["boolean"],
     }
@@ -83,12 +84,12 @@ class BaseASGD(SparseCoefMixin, BaseEstimator):
             )
         if self.penalty == "elasticnet" and self.l1_ratio is None:
             raise ValueError("l1_ratio must be set when penalty is 'elasticnet'")
-        if self.communication != "off":
+        if self.communication == "adaptive":
             raise NotImplementedError(
-                f"communication={self.communication!r} needs the exchange of states "
-                "between workers, which this version does not have yet. Use "
-                "communication='off' (SimuParallelSGD: workers train independently "
-                "and their models are averaged at the end)."
+                "communication='adaptive' needs the balancing scheduler plugin, "
+                "which this version does not have yet. Use communication='fixed' "
+                "(exchange every send_interval samples, message_size of the state) "
+                "or 'off' (SimuParallelSGD: average at the end only)."
             )
 
     # ------------------------------------------------------------------ helpers
@@ -251,6 +252,10 @@ class BaseASGD(SparseCoefMixin, BaseEstimator):
             ),
             chunk_samples=int(_config.get("training.chunk-samples")),
             synchronise=synchronise,
+            communication=self.communication,
+            send_interval=int(self.send_interval),
+            message_size=float(self.message_size),
+            parzen_window=bool(self.parzen_window),
         )
         with connect() as client:
             workers = cluster_workers(client, self.n_workers)

@@ -75,14 +75,24 @@ _SHARED_PARAMETERS_DOC = """
         applied in order. ``b=1`` is scikit-learn's plain SGD.
     n_workers : int or None, default=None
         Train on at most this many Dask workers; None uses every worker.
-    communication : {'off', 'fixed', 'adaptive'}, default='off'
-        How workers exchange states during training. ``'off'`` is
-        SimuParallelSGD: every worker trains alone and the driver averages
-        the states at the end. ``'fixed'`` and ``'adaptive'`` need the state
-        exchange, which this version does not have yet: they raise
-        ``NotImplementedError``.
+    communication : {'fixed', 'off', 'adaptive'}, default='fixed'
+        How workers exchange states during training. ``'fixed'``: every
+        ``send_interval`` samples a worker merges the states that peers sent
+        it and pushes its own (``message_size`` of it) to a random peer,
+        without waiting. ``'off'`` is SimuParallelSGD: every worker trains
+        alone and the driver averages the states at the end.
+        ``'adaptive'`` (send interval and message size tuned at run time)
+        needs the balancing plugin, which this version does not have yet: it
+        raises ``NotImplementedError``.
+    send_interval : int, default=4096
+        Samples a worker trains on between two exchanges. The kernel's
+        minibatch (``batch_size``) stays small because delayed gradients
+        lose accuracy beyond a few dozen samples; the exchange interval is
+        set apart from it.
     message_size : float in (0, 1], default=1.0
-        Fraction of the state a worker sends per message (with communication).
+        Fraction of the state a worker sends per message (with communication);
+        a smaller message carries a block of columns, and the blocks are sent
+        in turn.
     parzen_window : bool, default=True
         Merge a received state only if it passes the Parzen-window test
         (with communication).
@@ -184,7 +194,8 @@ class ASGDClassifier(LinearClassifierMixin, BaseASGD):
         average: bool | int = False,
         batch_size: int = 1,
         n_workers: int | None = None,
-        communication: str = "off",
+        communication: str = "fixed",
+        send_interval: int = 4096,
         message_size: float = 1.0,
         parzen_window: bool = True,
     ) -> None:
@@ -211,6 +222,7 @@ class ASGDClassifier(LinearClassifierMixin, BaseASGD):
         self.batch_size = batch_size
         self.n_workers = n_workers
         self.communication = communication
+        self.send_interval = send_interval
         self.message_size = message_size
         self.parzen_window = parzen_window
 
@@ -484,7 +496,8 @@ class ASGDRegressor(RegressorMixin, BaseASGD):
         average: bool | int = False,
         batch_size: int = 1,
         n_workers: int | None = None,
-        communication: str = "off",
+        communication: str = "fixed",
+        send_interval: int = 4096,
         message_size: float = 1.0,
         parzen_window: bool = True,
     ) -> None:
@@ -510,6 +523,7 @@ class ASGDRegressor(RegressorMixin, BaseASGD):
         self.batch_size = batch_size
         self.n_workers = n_workers
         self.communication = communication
+        self.send_interval = send_interval
         self.message_size = message_size
         self.parzen_window = parzen_window
 

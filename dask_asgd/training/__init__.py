@@ -2,7 +2,8 @@
 
 from ._driver import FitOutcome, ensure_plugins, run_fit
 from ._placement import Placement, cluster_workers, scatter_in_memory
-from ._worker_loop import ModelState, Partition, WorkerTask, train_worker
+from ._model_state import ModelState
+from ._worker_loop import Partition, WorkerTask, train_worker
 
 __all__ = [
     "FitOutcome",

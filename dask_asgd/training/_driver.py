@@ -20,8 +20,11 @@ from distributed.protocol.pickle import dumps
 
 from .._exceptions import FitAbortedError, WorkerLostError
 from ..balancing import PLUGIN_NAME, ASGDSchedulerPlugin
+from ..exchange import PLUGIN_NAME as EXCHANGE_PLUGIN_NAME
+from ..exchange import ExchangeWorkerPlugin
 from ._placement import Placement
-from ._worker_loop import ModelState, WorkerResult, WorkerTask, train_worker
+from ._model_state import ModelState
+from ._worker_loop import WorkerResult, WorkerTask, train_worker
 
 logger = logging.getLogger(__name__)
 
@@ -36,14 +39,28 @@ class FitOutcome:
     history: pd.DataFrame
 
 
-def ensure_plugins(client: Client) -> None:
-    """Install the scheduler plugin on the client's cluster, once (idempotent)."""
+def ensure_plugins(client: Client, exchange: bool) -> None:
+    """Install dask-asgd's plugins on the client's cluster, once (idempotent).
+
+    Parameters
+    ----------
+    client : distributed.Client
+    exchange : bool
+        Also install the worker plugin of the state exchange.
+    """
     client.sync(
         client.scheduler.register_scheduler_plugin,
         plugin=dumps(ASGDSchedulerPlugin()),
         name=PLUGIN_NAME,
         idempotent=True,
     )
+    if exchange:
+        client.sync(
+            client.scheduler.register_worker_plugin,
+            plugin=dumps(ExchangeWorkerPlugin()),
+            name=EXCHANGE_PLUGIN_NAME,
+            idempotent=True,
+        )
 
 
 def _average(results: list[WorkerResult]) -> ModelState:
@@ -106,10 +123,11 @@ def run_fit(
     FitAbortedError
         If the fit was given up, e.g. because a worker left.
     """
-    ensure_plugins(client)
+    ensure_plugins(client, exchange=task.communication != "off")
     members = [a for a in placement.partitions if placement.n_train.get(a, 0) > 0]
     if not members:
         members = list(placement.partitions)[:1]
+    task = dataclasses.replace(task, peers=members)
     total_train = sum(placement.n_train[a] for a in members) or 1
     fit_id = f"asgd-{uuid.uuid4().hex[:12]}"
     client.sync(client.scheduler.asgd_fit_start, fit_id=fit_id, members=members)

@@ -17,8 +17,11 @@ import numpy as np
 from distributed import secede
 
 from ..balancing import report_epoch
+from ..exchange import join_topic
 from ..kernels import StepSettings, sgd_pass
+from ._model_state import ModelState
 from ._shuffle import epoch_order
+from ._state_exchange import StateExchange, pack
 from ._stopping import Decision, StoppingRule
 
 logger = logging.getLogger(__name__)
@@ -36,41 +39,6 @@ class Partition:
     sample_weight: np.ndarray
     #: True for rows held out for early stopping; None when nothing is held out.
     validation: np.ndarray | None = None
-
-
-@dataclass
-class ModelState:
-    """The arrays a linear model trains and the workers average."""
-
-    weights: np.ndarray
-    intercepts: np.ndarray
-    average_weights: np.ndarray
-    average_intercepts: np.ndarray
-
-    @classmethod
-    def zeros(cls, n_outputs: int, n_features: int, dtype: Any) -> ModelState:
-        """A state of zeros."""
-        return cls(
-            np.zeros((n_outputs, n_features), dtype=dtype),
-            np.zeros(n_outputs, dtype=dtype),
-            np.zeros((n_outputs, n_features), dtype=dtype),
-            np.zeros(n_outputs, dtype=dtype),
-        )
-
-    def copy(self) -> ModelState:
-        """A deep copy."""
-        return ModelState(
-            self.weights.copy(),
-            self.intercepts.copy(),
-            self.average_weights.copy(),
-            self.average_intercepts.copy(),
-        )
-
-    def is_finite(self) -> bool:
-        """Whether every number of the state is finite."""
-        return bool(
-            np.isfinite(self.weights).all() and np.isfinite(self.intercepts).all()
-        )
 
 
 @dataclass
@@ -100,6 +68,16 @@ class WorkerTask:
     #: Whether to synchronise epochs with the other workers; a single-epoch
     #: pass (``partial_fit``) has nothing to decide and skips it.
     synchronise: bool = True
+    #: "off" (SimuParallelSGD) or "fixed": exchange states with peers.
+    communication: str = "off"
+    #: Samples between two sends (and merges) of this worker.
+    send_interval: int = 4096
+    #: Fraction of the state one message carries.
+    message_size: float = 1.0
+    #: Apply the Parzen-window test to received states.
+    parzen_window: bool = True
+    #: Addresses of every worker of the fit (the topic's members).
+    peers: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -178,6 +156,25 @@ def train_worker(task: WorkerTask, partitions: list[Partition]) -> WorkerResult:
     WorkerResult
     """
     secede()
+    exchange: StateExchange | None = None
+    if task.communication != "off" and len(task.peers) > 1:
+        endpoint = join_topic(task.fit_id, task.fit_id, task.peers, seed=task.seed)
+        exchange = StateExchange(
+            endpoint,
+            task.state.weights.shape[1] + 1,
+            task.message_size,
+            task.parzen_window,
+        )
+    try:
+        return _train(task, partitions, exchange)
+    finally:
+        if exchange is not None:
+            exchange.endpoint.close()
+
+
+def _train(
+    task: WorkerTask, partitions: list[Partition], exchange: StateExchange | None
+) -> WorkerResult:
     rng = np.random.default_rng(task.seed) if task.shuffle else None
     state = task.state.copy()
     settings = task.settings
@@ -212,14 +209,22 @@ def train_worker(task: WorkerTask, partitions: list[Partition]) -> WorkerResult:
         for index in visit:
             part = partitions[index]
             order = epoch_order(training_rows[index], rng)
-            for start in range(0, order.shape[0], task.chunk_samples):
+            chunk = task.send_interval if exchange is not None else task.chunk_samples
+            for start in range(0, order.shape[0], chunk):
+                previous = (
+                    pack(state) if exchange is not None and exchange.parzen_window
+                    else None
+                )
                 t, _, l1_total = sgd_pass(
                     state.weights, state.intercepts, state.average_weights,
                     state.average_intercepts, cumulative_l1, part.X, part.targets,
                     part.sample_weight, task.positive_weight, task.negative_weight,
-                    order[start : start + task.chunk_samples], settings, t, l1_total,
+                    order[start : start + chunk], settings, t, l1_total,
                     active, output_losses,
                 )
+                if exchange is not None:
+                    exchange.merge(state, previous)
+                    exchange.publish(state)
         sumloss = float(output_losses.sum())
         n_iter = epoch + 1
         finite = state.is_finite()
@@ -234,6 +239,9 @@ def train_worker(task: WorkerTask, partitions: list[Partition]) -> WorkerResult:
             "seconds": time.perf_counter() - started,
             "eta": settings.eta0,
         }
+        if exchange is not None:
+            record["send_interval"] = task.send_interval
+            record.update(exchange.stats())
         if task.synchronise:
             answer = report_epoch(task.fit_id, epoch, values, task.epoch_timeout)
             if answer["status"] != "ok":

@@ -1,0 +1,138 @@
+"""One worker's side of ASGD's state exchange: merge what arrived, send its own.
+
+The exchanged state of a linear model is the matrix ``[weights | intercepts]``
+of shape ``(n_outputs, n_features + 1)``. With ``message_size < 1`` a message
+carries a block of its columns; a worker sends the blocks in turn, and the
+receiver tests and merges only the block it got.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from ..exchange import Endpoint
+from ..kernels import parzen_merge
+from ._model_state import ModelState
+
+
+def pack(state: ModelState) -> np.ndarray:
+    """The exchanged matrix ``[weights | intercepts]`` of ``state`` (a copy)."""
+    return np.concatenate([state.weights, state.intercepts[:, np.newaxis]], axis=1)
+
+
+def unpack(packed: np.ndarray, state: ModelState) -> None:
+    """Write ``packed`` back into ``state``'s weights and intercepts."""
+    state.weights[...] = packed[:, :-1]
+    state.intercepts[...] = packed[:, -1]
+
+
+class StateExchange:
+    """Merge received states into a worker's model and publish it to peers.
+
+    Parameters
+    ----------
+    endpoint : Endpoint
+        This worker's subscription to the fit's topic.
+    n_columns : int
+        Columns of the packed state (features + 1).
+    message_size : float in (0, 1]
+        Fraction of the columns one message carries.
+    parzen_window : bool
+        Apply the Parzen-window test; if False every received state is
+        averaged in.
+    """
+
+    def __init__(
+        self, endpoint: Endpoint, n_columns: int, message_size: float,
+        parzen_window: bool,
+    ) -> None:
+        self.endpoint = endpoint
+        self.parzen_window = parzen_window
+        self.n_columns = n_columns
+        self.set_message_size(message_size)
+        self._next_block = 0
+        self.accepted = 0
+        self.rejected = 0
+        self.merges = 0
+
+    def set_message_size(self, message_size: float) -> None:
+        """Change the fraction of the state each message carries."""
+        self.message_size = float(message_size)
+        width = max(1, math.ceil(self.n_columns * self.message_size))
+        self.block_starts = list(range(0, self.n_columns, width))
+        self.block_width = width
+        self._next_block = 0
+
+    def merge(self, state: ModelState, previous: np.ndarray | None) -> None:
+        """Merge the messages that arrived into ``state``.
+
+        Parameters
+        ----------
+        state : ModelState
+            The proposal ``w'`` after the local step; updated in place.
+        previous : ndarray or None
+            Packed state before the local step (``w``); needed with the
+            Parzen-window test.
+        """
+        messages = self.endpoint.receive()
+        if not messages:
+            return
+        proposal = pack(state)
+        by_block: dict[int, list[np.ndarray]] = defaultdict(list)
+        for message in messages:
+            payload = message.payload
+            start = int(message.metadata.get("column_start", 0))
+            if payload.ndim != 2 or payload.shape[0] != proposal.shape[0] or (
+                start + payload.shape[1] > proposal.shape[1]
+            ):
+                self.rejected += 1
+                continue
+            by_block[start].append(payload.astype(proposal.dtype, copy=False))
+        for start, payloads in by_block.items():
+            received = np.stack(payloads)
+            if self.parzen_window and previous is not None:
+                accepted = parzen_merge(previous, proposal, received, start)
+                self.accepted += int(accepted.sum())
+                self.rejected += int(accepted.size - accepted.sum())
+            else:
+                stop = start + received.shape[2]
+                proposal[:, start:stop] = (
+                    proposal[:, start:stop] + received.sum(axis=0)
+                ) / (received.shape[0] + 1)
+                self.accepted += received.shape[0] * received.shape[1]
+        self.merges += 1
+        unpack(proposal, state)
+
+    def publish(self, state: ModelState) -> bool:
+        """Send the next block of ``state`` to a random peer, without waiting."""
+        start = self.block_starts[self._next_block]
+        self._next_block = (self._next_block + 1) % len(self.block_starts)
+        stop = min(start + self.block_width, self.n_columns)
+        block = pack(state)
+        if start > 0 or stop < self.n_columns:
+            block = np.ascontiguousarray(block[:, start:stop])
+        # pack() made a fresh array that nobody writes to: no second copy.
+        return self.endpoint.publish(block, {"column_start": start}, copy=False)
+
+    def stats(self) -> dict[str, Any]:
+        """Exchange counters so far (cumulative)."""
+        sent = self.endpoint.stats()
+        return {
+            "messages_published": sent.get("published", 0),
+            "messages_sent": sent.get("sent", 0),
+            "messages_received": sent.get("received", 0),
+            "messages_lost": sent.get("lost", 0),
+            "messages_dropped": sent.get("dropped", 0),
+            "messages_failed": sent.get("failed", 0),
+            "messages_refused": sent.get("refused", 0),
+            "rows_accepted": self.accepted,
+            "rows_rejected": self.rejected,
+            "bytes_sent": sent.get("bytes_sent", 0),
+            "bytes_received": sent.get("bytes_received", 0),
+            "send_latency": sent.get("send_latency", 0.0),
+            "message_size": self.message_size,
+        }
