@@ -31,8 +31,14 @@ from ..kernels import (
     StepSettings,
     optimal_init,
 )
-from ..training import ModelState, WorkerTask, cluster_workers, run_fit
-from ..training import scatter_in_memory
+from ..training import (
+    DaskRows,
+    InMemoryRows,
+    ModelState,
+    WorkerTask,
+    cluster_workers,
+    run_fit,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -214,10 +220,7 @@ class BaseASGD(SparseCoefMixin, BaseEstimator):
         self,
         state: ModelState,
         t_start: float,
-        X: Any,
-        targets: np.ndarray,
-        sample_weight: np.ndarray,
-        validation: np.ndarray | None,
+        rows: InMemoryRows | DaskRows,
         positive_weight: np.ndarray,
         negative_weight: np.ndarray,
         max_iter: int,
@@ -231,22 +234,22 @@ class BaseASGD(SparseCoefMixin, BaseEstimator):
         rng = np.random.default_rng(
             check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         )
-        sparse = hasattr(X, "indptr")
+        early_stopping = bool(self.early_stopping and max_iter > 1)
         task = WorkerTask(
             fit_id="",
             seed=0,
-            settings=self._step_settings(sparse),
+            settings=self._step_settings(rows.sparse),
             state=state,
             t_start=t_start,
             max_iter=int(max_iter),
             tol=self.tol if max_iter > 1 else None,
             n_iter_no_change=int(self.n_iter_no_change),
-            early_stopping=bool(self.early_stopping and validation is not None),
+            early_stopping=early_stopping,
             adaptive=SCHEDULE_CODES[self.learning_rate] == SCHEDULE_ADAPTIVE,
             shuffle=bool(self.shuffle),
             score=self._score_kind,
-            positive_weight=positive_weight.astype(X.dtype),
-            negative_weight=negative_weight.astype(X.dtype),
+            positive_weight=positive_weight.astype(rows.dtype),
+            negative_weight=negative_weight.astype(rows.dtype),
             epoch_timeout=float(
                 _parse_seconds(_config.get("training.epoch-timeout"))
             ),
@@ -259,14 +262,11 @@ class BaseASGD(SparseCoefMixin, BaseEstimator):
         )
         with connect() as client:
             workers = cluster_workers(client, self.n_workers)
-            placement = scatter_in_memory(
+            placement = rows.place(
                 client,
                 workers,
-                X,
-                targets,
-                sample_weight,
-                validation,
-                rng if self.shuffle else None,
+                rng,
+                shuffle=bool(self.shuffle),
                 min_rows_per_worker=int(_config.get("training.min-rows-per-worker")),
             )
             outcome = run_fit(client, placement, task, t_start, rng)

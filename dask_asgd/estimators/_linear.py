@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.base import ClassifierMixin, RegressorMixin, _fit_context
+from scipy.special import expit
+from sklearn.base import RegressorMixin, _fit_context
 from sklearn.linear_model._base import LinearClassifierMixin
 from sklearn.utils import compute_class_weight
 from sklearn.utils._param_validation import StrOptions
@@ -17,6 +18,15 @@ from sklearn.utils.multiclass import (
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..kernels import LOSS_CODES
+from ..training import DaskRows, InMemoryRows
+from ._dask_input import (
+    BinaryTargets,
+    ClassIndexTargets,
+    RealTargets,
+    is_dask_collection,
+    map_rows,
+    validate_dask_data,
+)
 from ._base import BaseASGD
 
 _CLASSIFICATION_LOSSES = {name for name, (_, is_clf) in LOSS_CODES.items() if is_clf}
@@ -254,6 +264,11 @@ class ASGDClassifier(LinearClassifierMixin, BaseASGD):
         intercept_init: Any,
         continue_from_current: bool,
     ) -> ASGDClassifier:
+        if is_dask_collection(X) or is_dask_collection(y):
+            return self._partial_fit_dask(
+                X, y, max_iter, classes, sample_weight, coef_init, intercept_init,
+                continue_from_current,
+            )
         first_call = not hasattr(self, "classes_")
         X, y = self._validate_X_y(X, y, reset=first_call)
         check_classification_targets(y)
@@ -283,9 +298,75 @@ class ASGDClassifier(LinearClassifierMixin, BaseASGD):
             else None
         )
         t_start = self.t_ if continue_from_current and hasattr(self, "t_") else 1.0
+        rows = InMemoryRows(X, targets, sample_weight, validation)
         self._train(
-            state, t_start, X, targets, sample_weight, validation,
-            positive_weight, negative_weight, max_iter, synchronise=max_iter > 1,
+            state, t_start, rows, positive_weight, negative_weight, max_iter,
+            synchronise=max_iter > 1,
+        )
+        return self
+
+    def _partial_fit_dask(
+        self,
+        X: Any,
+        y: Any,
+        max_iter: int,
+        classes: Any,
+        sample_weight: Any,
+        coef_init: Any,
+        intercept_init: Any,
+        continue_from_current: bool,
+    ) -> ASGDClassifier:
+        import dask.array as da
+
+        first_call = not hasattr(self, "classes_")
+        X, y, sample_weight = validate_dask_data(
+            self, X, y, sample_weight, reset=first_call
+        )
+        if first_call and classes is None:
+            classes = da.unique(y).compute()
+        if classes is not None:
+            check_classification_targets(np.asarray(classes))
+        _check_partial_fit_first_call(self, classes)
+        n_classes = self.classes_.shape[0]
+        if n_classes < 2:
+            raise ValueError(
+                "The number of classes has to be greater than one; got "
+                f"{n_classes} class"
+            )
+        if self.class_weight == "balanced":
+            labels, counts = da.unique(y, return_counts=True)
+            labels, counts = da.compute(labels, counts)
+            count_of = dict(zip(labels.tolist(), counts.tolist()))
+            expanded = np.array(
+                [
+                    counts.sum() / (n_classes * count_of[c]) if c in count_of else 1.0
+                    for c in self.classes_.tolist()
+                ]
+            )
+        else:
+            expanded = compute_class_weight(
+                self.class_weight, classes=self.classes_, y=self.classes_
+            )
+        if n_classes == 2:
+            positive_weight, negative_weight = expanded[1:2], expanded[0:1]
+            encode = BinaryTargets(self.classes_[1])
+        else:
+            positive_weight, negative_weight = expanded, np.ones_like(expanded)
+            encode = ClassIndexTargets(self.classes_)
+        n_outputs = 1 if n_classes == 2 else n_classes
+        previous = getattr(self, "_standard", None) if continue_from_current else None
+        state = self._initial_state(
+            n_outputs, X.shape[1], X.dtype, coef_init, intercept_init, previous
+        )
+        rows = DaskRows(
+            X, y, sample_weight, encode,
+            self.validation_fraction if self.early_stopping and max_iter > 1 else None,
+        )
+        t_start = self.t_ if continue_from_current and hasattr(self, "t_") else 1.0
+        self._train(
+            state, t_start, rows, np.asarray(positive_weight, dtype=np.float64),
+            np.asarray(negative_weight, dtype=np.float64), max_iter,
+            synchronise=max_iter > 1,
         )
         return self
 
@@ -368,8 +449,11 @@ class ASGDClassifier(LinearClassifierMixin, BaseASGD):
         if hasattr(self, "classes_"):
             # A new fit may see other classes than the last one.
             del self.classes_
-        y_checked = validate_data(self, y=y, reset=False) if y is not None else y
-        classes = np.unique(y_checked) if y_checked is not None else None
+        if is_dask_collection(X) or is_dask_collection(y):
+            classes = None  # found on the cluster by _partial_fit_dask
+        else:
+            y_checked = validate_data(self, y=y, reset=False) if y is not None else y
+            classes = np.unique(y_checked) if y_checked is not None else None
         return self._partial_fit(
             X, y, self.max_iter, classes, sample_weight, coef_init, intercept_init,
             continue_from_current=False,
@@ -390,10 +474,24 @@ class ASGDClassifier(LinearClassifierMixin, BaseASGD):
             Probability of each class, in the order of ``classes_``.
         """
         check_is_fitted(self)
-        if self.loss == "log_loss":
-            return self._predict_proba_lr(X)
-        scores = self.decision_function(X)
+        if is_dask_collection(X):
+            self._check_dask_features(X)
+            return map_rows(
+                self._proba_block, X, self.classes_.shape[0], np.float64
+            )
+        return self._probabilities(self.decision_function(X))
+
+    def _proba_block(self, block: Any) -> np.ndarray:
+        return self._probabilities(self._scores(block))
+
+    def _probabilities(self, scores: np.ndarray) -> np.ndarray:
         binary = self.classes_.shape[0] == 2
+        if self.loss == "log_loss":
+            if binary:
+                positive = expit(scores)
+                return np.column_stack([1.0 - positive, positive])
+            probability = expit(scores)
+            return probability / probability.sum(axis=1)[:, np.newaxis]
         if binary:
             positive = (np.clip(scores, -1, 1) + 1.0) / 2.0
             return np.column_stack([1.0 - positive, positive])
@@ -418,7 +516,66 @@ class ASGDClassifier(LinearClassifierMixin, BaseASGD):
         -------
         ndarray of shape (n_samples, n_classes)
         """
-        return np.log(self.predict_proba(X))
+        probabilities = self.predict_proba(X)
+        if is_dask_collection(probabilities):
+            import dask.array as da
+
+            return da.log(probabilities)
+        return np.log(probabilities)
+
+    def _scores(self, block: Any) -> np.ndarray:
+        scores = np.asarray(block @ self.coef_.T) + self.intercept_
+        return scores.ravel() if scores.shape[1] == 1 else scores
+
+    def _predict_block(self, block: Any) -> np.ndarray:
+        scores = self._scores(block)
+        if scores.ndim == 1:
+            return self.classes_[(scores > 0).astype(np.intp)]
+        return self.classes_[scores.argmax(axis=1)]
+
+    def _check_dask_features(self, X: Any) -> None:
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but {type(self).__name__} is "
+                f"expecting {self.n_features_in_} features as input."
+            )
+
+    def decision_function(self, X: Any) -> Any:
+        """Signed distance of each row to the hyperplane of each class.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix, dask array or DataFrame}
+            Rows to score; Dask input gives a lazy Dask array.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,) or (n_samples, n_classes)
+        """
+        if is_dask_collection(X):
+            check_is_fitted(self)
+            self._check_dask_features(X)
+            n_columns = None if self.coef_.shape[0] == 1 else self.coef_.shape[0]
+            return map_rows(self._scores, X, n_columns, self.coef_.dtype)
+        return super().decision_function(X)
+
+    def predict(self, X: Any) -> Any:
+        """Predict class labels.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix, dask array or DataFrame}
+            Rows to classify; Dask input gives a lazy Dask array.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
+        if is_dask_collection(X):
+            check_is_fitted(self)
+            self._check_dask_features(X)
+            return map_rows(self._predict_block, X, None, self.classes_.dtype)
+        return super().predict(X)
 
 
 class ASGDRegressor(RegressorMixin, BaseASGD):
@@ -538,6 +695,27 @@ class ASGDRegressor(RegressorMixin, BaseASGD):
         continue_from_current: bool,
     ) -> ASGDRegressor:
         first_call = not hasattr(self, "coef_")
+        if is_dask_collection(X) or is_dask_collection(y):
+            X, y, sample_weight = validate_dask_data(
+                self, X, y, sample_weight, reset=first_call or not continue_from_current
+            )
+            previous = (
+                getattr(self, "_standard", None) if continue_from_current else None
+            )
+            state = self._initial_state(
+                1, X.shape[1], X.dtype, coef_init, intercept_init, previous
+            )
+            rows = DaskRows(
+                X, y, sample_weight, RealTargets(),
+                self.validation_fraction if self.early_stopping and max_iter > 1
+                else None,
+            )
+            ones = np.ones(1)
+            t_start = self.t_ if continue_from_current and hasattr(self, "t_") else 1.0
+            self._train(
+                state, t_start, rows, ones, ones, max_iter, synchronise=max_iter > 1
+            )
+            return self
         X, y = validate_data(
             self,
             X,
@@ -567,9 +745,9 @@ class ASGDRegressor(RegressorMixin, BaseASGD):
         )
         ones = np.ones(1, dtype=X.dtype)
         t_start = self.t_ if continue_from_current and hasattr(self, "t_") else 1.0
+        rows = InMemoryRows(X, y.astype(np.float64), sample_weight, validation)
         self._train(
-            state, t_start, X, y.astype(np.float64), sample_weight, validation,
-            ones, ones, max_iter, synchronise=max_iter > 1,
+            state, t_start, rows, ones, ones, max_iter, synchronise=max_iter > 1
         )
         return self
 
@@ -654,8 +832,18 @@ class ASGDRegressor(RegressorMixin, BaseASGD):
         ndarray of shape (n_samples,)
         """
         check_is_fitted(self)
+        if is_dask_collection(X):
+            if X.shape[1] != self.n_features_in_:
+                raise ValueError(
+                    f"X has {X.shape[1]} features, but {type(self).__name__} is "
+                    f"expecting {self.n_features_in_} features as input."
+                )
+            return map_rows(self._predict_block, X, None, self.coef_.dtype)
         X = validate_data(self, X, accept_sparse="csr", reset=False)
-        return np.asarray(X @ self.coef_).reshape(-1) + self.intercept_[0]
+        return self._predict_block(X)
+
+    def _predict_block(self, block: Any) -> np.ndarray:
+        return np.asarray(block @ self.coef_).reshape(-1) + self.intercept_[0]
 
     def __sklearn_tags__(self):  # noqa: D105
         tags = super().__sklearn_tags__()

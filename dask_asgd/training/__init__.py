@@ -1,11 +1,21 @@
 """The fit driver and the per-worker training loop."""
 
 from ._driver import FitOutcome, ensure_plugins, run_fit
-from ._placement import Placement, cluster_workers, scatter_in_memory
+from ._placement import (
+    DaskRows,
+    InMemoryRows,
+    Placement,
+    cluster_workers,
+    place_dask,
+    scatter_in_memory,
+)
 from ._model_state import ModelState
 from ._worker_loop import Partition, WorkerTask, train_worker
 
 __all__ = [
+    "DaskRows",
+    "InMemoryRows",
+    "place_dask",
     "FitOutcome",
     "ModelState",
     "Partition",

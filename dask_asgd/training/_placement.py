@@ -9,6 +9,7 @@ sorted data set would learn nothing useful on its own.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,3 +125,196 @@ def scatter_in_memory(
         owned.append(future)
         n_train[address] = int(block.size - (held_out.sum() if held_out is not None else 0))
     return Placement(partitions=partitions, n_train=n_train, owned=owned)
+
+
+def _block_partition(
+    X_block: Any,
+    y_block: Any,
+    weight_block: Any,
+    encode: Callable[[np.ndarray], np.ndarray],
+    dtype: Any,
+    validation_fraction: float | None,
+    seed: int,
+) -> Partition:
+    # Runs on the worker that holds X_block: validation happens where the
+    # data is, so a bad value anywhere fails the fit with scikit-learn's words.
+    from sklearn.utils import check_array
+
+    X_block = check_array(
+        X_block, accept_sparse="csr", dtype=dtype, order="C", accept_large_sparse=True
+    )
+    y_block = np.asarray(y_block).reshape(-1)
+    if y_block.shape[0] != X_block.shape[0]:
+        raise ValueError(
+            f"X and y have inconsistent numbers of rows in a chunk: "
+            f"{X_block.shape[0]} and {y_block.shape[0]}"
+        )
+    weights = (
+        np.ones(X_block.shape[0], dtype=dtype)
+        if weight_block is None
+        else np.asarray(weight_block, dtype=dtype).reshape(-1)
+    )
+    validation = None
+    if validation_fraction:
+        rng = np.random.default_rng(seed)
+        validation = rng.random(X_block.shape[0]) < validation_fraction
+    return Partition(X=X_block, targets=encode(y_block), sample_weight=weights,
+                     validation=validation)
+
+
+def place_dask(
+    client: Client,
+    workers: list[str],
+    X: Any,
+    y: Any,
+    sample_weight: Any,
+    encode: Callable[[np.ndarray], np.ndarray],
+    dtype: Any,
+    validation_fraction: float | None,
+    rng: np.random.Generator,
+) -> Placement:
+    """Use row chunks of Dask arrays where they are, one partition per chunk.
+
+    The collections are persisted; each chunk becomes a :class:`Partition` by
+    a task pinned to the worker that holds the chunk of ``X``, so no training
+    data moves between workers. Workers not in ``workers`` that hold chunks
+    keep them and the partition is built on one of ``workers``.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    workers : list of str
+        Workers the fit may use.
+    X : dask.array.Array of shape (n_samples, n_features)
+        One chunk along the columns; row chunks of known size.
+    y, sample_weight : dask.array.Array of shape (n_samples,) or None
+        Chunked like ``X``'s rows.
+    encode : callable
+        Turns a block of labels into kernel targets (runs on the workers).
+    dtype : numpy dtype
+        Dtype of the model.
+    validation_fraction : float or None
+        Share of each chunk's rows held out at random for early stopping.
+    rng : numpy.random.Generator
+        Seeds the held-out rows.
+
+    Returns
+    -------
+    Placement
+    """
+    from distributed import futures_of
+
+    arrays = [X, y] + ([sample_weight] if sample_weight is not None else [])
+    persisted = client.persist(arrays)
+
+    def chunk_futures(array: Any) -> list[Future]:
+        by_key = {future.key: future for future in futures_of(array)}
+        return [by_key[key] for key in _flat_keys(array)]
+
+    x_chunks = chunk_futures(persisted[0])
+    y_chunks = chunk_futures(persisted[1])
+    w_chunks = (
+        chunk_futures(persisted[2]) if sample_weight is not None
+        else [None] * len(x_chunks)
+    )
+    who_has = client.who_has(x_chunks)
+    allowed = sorted(workers)
+    partitions: dict[str, list[Future]] = {}
+    n_train: dict[str, int] = {}
+    owned: list[Future] = [f for array in persisted for f in futures_of(array)]
+    rows_per_chunk = persisted[0].chunks[0]
+    for index, (x_chunk, y_chunk, w_chunk) in enumerate(
+        zip(x_chunks, y_chunks, w_chunks)
+    ):
+        holders = [w for w in who_has.get(x_chunk.key, ()) if w in allowed]
+        address = holders[0] if holders else allowed[index % len(allowed)]
+        future = client.submit(
+            _block_partition,
+            x_chunk,
+            y_chunk,
+            w_chunk,
+            encode,
+            dtype,
+            validation_fraction,
+            int(rng.integers(np.iinfo(np.int32).max)),
+            workers=[address],
+            allow_other_workers=False,
+            pure=False,
+        )
+        partitions.setdefault(address, []).append(future)
+        owned.append(future)
+        rows = int(rows_per_chunk[index])
+        held_out = int(round(rows * validation_fraction)) if validation_fraction else 0
+        n_train[address] = n_train.get(address, 0) + rows - held_out
+    return Placement(partitions=partitions, n_train=n_train, owned=owned)
+
+
+def _flat_keys(array: Any) -> list[Any]:
+    keys = array.__dask_keys__()
+    flat: list[Any] = []
+    stack = [keys]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(reversed(item))
+        else:
+            flat.append(item)
+    return flat
+
+
+@dataclass
+class InMemoryRows:
+    """Training rows held by the driver (NumPy or SciPy sparse)."""
+
+    X: Any
+    targets: np.ndarray
+    sample_weight: np.ndarray
+    validation: np.ndarray | None
+
+    @property
+    def dtype(self) -> Any:
+        """Dtype of the features, and so of the model."""
+        return self.X.dtype
+
+    @property
+    def sparse(self) -> bool:
+        """Whether the rows are CSR."""
+        return hasattr(self.X, "indptr")
+
+    def place(
+        self, client: Client, workers: list[str], rng: np.random.Generator,
+        shuffle: bool, min_rows_per_worker: int,
+    ) -> Placement:
+        """Scatter the rows (see :func:`scatter_in_memory`)."""
+        return scatter_in_memory(
+            client, workers, self.X, self.targets, self.sample_weight,
+            self.validation, rng if shuffle else None, min_rows_per_worker,
+        )
+
+
+@dataclass
+class DaskRows:
+    """Training rows in Dask arrays, left on the workers that hold them."""
+
+    X: Any
+    y: Any
+    sample_weight: Any
+    encode: Callable[[np.ndarray], np.ndarray]
+    validation_fraction: float | None
+    #: Whether the chunks of X hold scipy.sparse matrices.
+    sparse: bool = False
+
+    @property
+    def dtype(self) -> Any:
+        """Dtype of the model."""
+        return self.X.dtype
+
+    def place(
+        self, client: Client, workers: list[str], rng: np.random.Generator,
+        shuffle: bool, min_rows_per_worker: int,
+    ) -> Placement:
+        """Build partitions where the chunks are (see :func:`place_dask`)."""
+        return place_dask(
+            client, workers, self.X, self.y, self.sample_weight, self.encode,
+            self.dtype, self.validation_fraction, rng,
+        )

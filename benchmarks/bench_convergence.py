@@ -1,0 +1,99 @@
+"""Training loss per epoch: ASGD with state exchange against SimuParallelSGD.
+
+Both modes train the same data on the same cluster with the same seed; the
+only difference is ``communication``: ``"fixed"`` (workers push their state to
+a random peer every ``send_interval`` samples and merge what passes the
+Parzen-window test) or ``"off"`` (workers train alone, the driver averages at
+the end). For each number of epochs ``e`` a fresh fit with ``max_iter=e``
+(``tol=None``) is made, and the full training objective of the *final*
+(averaged) model is measured: mean log loss plus the L2 penalty.
+
+Usage::
+
+    python benchmarks/bench_convergence.py                 # 2,000,000 x 100
+    python benchmarks/bench_convergence.py --rows 200000 --epochs 4   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+from distributed import Client, LocalCluster
+from scipy.special import log_expit
+from sklearn.datasets import make_classification
+
+from dask_asgd import ASGDClassifier
+
+
+def objective(model: ASGDClassifier, X: np.ndarray, y: np.ndarray) -> float:
+    """Mean log loss of ``model`` on ``(X, y)`` plus its L2 penalty."""
+    margin = X @ model.coef_[0] + model.intercept_[0]
+    signed = np.where(y == model.classes_[1], 1.0, -1.0)
+    data_term = -log_expit(signed * margin).mean()
+    return float(data_term + 0.5 * model.alpha * np.dot(model.coef_[0], model.coef_[0]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--features", type=int, default=100)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--send-interval", type=int, default=4096)
+    parser.add_argument("--alpha", type=float, default=1e-4)
+    args = parser.parse_args()
+
+    X, y = make_classification(
+        args.rows, args.features, n_informative=args.features // 5, random_state=0
+    )
+    print(
+        f"data: make_classification({args.rows}, {args.features}), "
+        f"{args.workers} workers (threads of one process), log_loss, "
+        f"alpha={args.alpha}, send_interval={args.send_interval}"
+    )
+    modes = {
+        "off": {"communication": "off"},
+        "fixed": {"communication": "fixed", "send_interval": args.send_interval},
+        "fixed, no Parzen": {
+            "communication": "fixed",
+            "send_interval": args.send_interval,
+            "parzen_window": False,
+        },
+    }
+    table: dict[str, list[tuple[float, float]]] = {mode: [] for mode in modes}
+    with LocalCluster(
+        n_workers=args.workers, threads_per_worker=1, processes=False,
+        dashboard_address=None,
+    ) as cluster, Client(cluster):
+        for epochs in range(1, args.epochs + 1):
+            for mode, extra in modes.items():
+                model = ASGDClassifier(
+                    loss="log_loss", alpha=args.alpha, max_iter=epochs, tol=None,
+                    random_state=0, **extra,
+                )
+                started = time.perf_counter()
+                model.fit(X, y)
+                seconds = time.perf_counter() - started
+                table[mode].append((objective(model, X, y), seconds))
+    header = " | ".join(f"{mode:>17} (loss, s)" for mode in modes)
+    print(f"{'epochs':>6} | {header}")
+    for e in range(args.epochs):
+        cells = " | ".join(
+            f"{table[mode][e][0]:>17.5f} {table[mode][e][1]:>5.2f}s" for mode in modes
+        )
+        print(f"{e + 1:>6} | {cells}")
+    target = table["off"][-1][0]
+    for mode in modes:
+        reached = next(
+            (e + 1 for e, (loss, _) in enumerate(table[mode]) if loss <= target), None
+        )
+        print(
+            f"{mode!r} reaches 'off''s {args.epochs}-epoch loss {target:.5f} after "
+            f"{reached if reached else 'more than ' + str(args.epochs)} epochs"
+        )
+
+
+if __name__ == "__main__":
+    main()

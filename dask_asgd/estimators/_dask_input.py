@@ -1,0 +1,158 @@
+"""Checks and conversions for Dask arrays and DataFrames given to the estimators.
+
+Dask input is validated lazily: shapes, dtypes and feature names here, values
+(NaN, infinity) on the workers when the partitions are built, so that nothing
+is computed on the driver.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.utils.validation import _check_feature_names, _check_n_features
+
+
+def is_dask_collection(X: Any) -> bool:
+    """Whether ``X`` is a Dask array, DataFrame or Series."""
+    import dask
+
+    return dask.is_dask_collection(X)
+
+
+def _as_dask_array(data: Any, row_chunks: tuple[int, ...] | None) -> Any:
+    import dask.array as da
+    import dask.dataframe as dd
+
+    if isinstance(data, (dd.DataFrame, dd.Series)):
+        return data.to_dask_array(lengths=True)
+    if isinstance(data, da.Array):
+        return data
+    array = np.asarray(data)
+    return da.from_array(array, chunks=(row_chunks,) + array.shape[1:])
+
+
+def validate_dask_data(
+    estimator: Any, X: Any, y: Any, sample_weight: Any, reset: bool
+) -> tuple[Any, Any, Any]:
+    """Check and align Dask ``X``, ``y`` and ``sample_weight``.
+
+    Sets ``n_features_in_`` and ``feature_names_in_`` on ``estimator`` when
+    ``reset``, else checks them, in scikit-learn's words.
+
+    Returns
+    -------
+    X : dask.array.Array of shape (n_samples, n_features), float32 or float64
+        Row chunks of known size, one chunk along the columns.
+    y : dask.array.Array of shape (n_samples,)
+        Chunked like ``X``'s rows.
+    sample_weight : dask.array.Array of shape (n_samples,) or None
+    """
+    import dask.dataframe as dd
+
+    # A Dask DataFrame's empty pandas "meta" carries its column names.
+    _check_feature_names(
+        estimator, X._meta if isinstance(X, dd.DataFrame) else X, reset=reset
+    )
+    X = _as_dask_array(X, None)
+    if X.ndim != 2:
+        raise ValueError(
+            f"Expected 2D array, got {X.ndim}D array instead. Reshape your data "
+            "either using array.reshape(-1, 1) if your data has a single feature "
+            "or array.reshape(1, -1) if it contains a single sample."
+        )
+    if any(np.isnan(c) for c in X.chunks[0]):
+        X = X.compute_chunk_sizes()
+    _check_n_features(estimator, X, reset=reset)
+    if X.shape[1] == 0:
+        raise ValueError(
+            f"0 feature(s) (shape={X.shape}) while a minimum of 1 is required."
+        )
+    if X.dtype not in (np.float32, np.float64):
+        X = X.astype(np.float64)
+    X = X.rechunk({1: -1})
+    if y is None:
+        raise ValueError(
+            f"{type(estimator).__name__} requires y to be passed, but the target y "
+            "is None."
+        )
+    y = _as_dask_array(y, X.chunks[0])
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise ValueError(f"y should be a 1d array, got an array of shape {y.shape}.")
+    if any(np.isnan(c) for c in y.chunks[0]):
+        y = y.compute_chunk_sizes()
+    if y.shape[0] != X.shape[0]:
+        raise ValueError(
+            "Found input variables with inconsistent numbers of samples: "
+            f"[{X.shape[0]}, {y.shape[0]}]"
+        )
+    y = y.rechunk((X.chunks[0],))
+    if sample_weight is not None:
+        sample_weight = _as_dask_array(sample_weight, X.chunks[0])
+        if sample_weight.shape != (X.shape[0],):
+            raise ValueError(
+                f"sample_weight.shape == {sample_weight.shape}, expected "
+                f"{(X.shape[0],)}!"
+            )
+        sample_weight = sample_weight.rechunk((X.chunks[0],))
+    return X, y, sample_weight
+
+
+class BinaryTargets:
+    """Labels -> +1 for the positive class, -1 otherwise (picklable)."""
+
+    def __init__(self, positive: Any) -> None:
+        self.positive = positive
+
+    def __call__(self, y: np.ndarray) -> np.ndarray:
+        return np.where(y == self.positive, 1.0, -1.0)
+
+
+class ClassIndexTargets:
+    """Labels -> index in ``classes`` as float; unknown labels raise."""
+
+    def __init__(self, classes: np.ndarray) -> None:
+        self.classes = classes
+
+    def __call__(self, y: np.ndarray) -> np.ndarray:
+        index = np.searchsorted(self.classes, y)
+        index = np.clip(index, 0, self.classes.shape[0] - 1)
+        if not np.array_equal(self.classes[index], y):
+            unknown = np.setdiff1d(np.unique(y), self.classes)
+            raise ValueError(
+                f"y contains labels {unknown.tolist()} that are not in classes "
+                f"{self.classes.tolist()}"
+            )
+        return index.astype(np.float64)
+
+
+class RealTargets:
+    """Regression targets as float64."""
+
+    def __call__(self, y: np.ndarray) -> np.ndarray:
+        return np.asarray(y, dtype=np.float64)
+
+
+def map_rows(function: Any, X: Any, n_columns: int | None, dtype: Any) -> Any:
+    """Apply ``function`` to each row chunk of Dask ``X`` (lazily).
+
+    Parameters
+    ----------
+    function : callable
+        Takes a block of rows (NumPy or DataFrame chunk as an array).
+    X : dask array or DataFrame
+    n_columns : int or None
+        Columns of the result; None for a 1-D result.
+    dtype : numpy dtype
+        Dtype of the result.
+
+    Returns
+    -------
+    dask.array.Array
+    """
+    X = _as_dask_array(X, None).rechunk({1: -1})
+    if n_columns is None:
+        return X.map_blocks(function, drop_axis=1, dtype=dtype)
+    return X.map_blocks(function, chunks=(X.chunks[0], (n_columns,)), dtype=dtype)
