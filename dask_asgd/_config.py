@@ -20,6 +20,20 @@ with open(_CONFIG_FILE) as _file:
 dask.config.update_defaults(_defaults)
 
 
+def _packaged_default(key: str, fallback: Any) -> Any:
+    value: Any = _defaults["asgd"]
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return fallback
+        value = value[part]
+    return value
+
+
 def get(key: str, default: Any = None) -> Any:
-    """Return ``asgd.<key>`` from the Dask configuration."""
-    return dask.config.get(f"asgd.{key}", default=default)
+    """Return ``asgd.<key>`` from the Dask configuration.
+
+    Falls back to the value shipped in ``asgd.yaml`` (then to ``default``)
+    when the configuration was reset after import, as the fixtures of
+    ``distributed.utils_test`` do.
+    """
+    return dask.config.get(f"asgd.{key}", default=_packaged_default(key, default))

@@ -22,6 +22,8 @@ Semantics of :func:`sgd_pass` (the same as the kernel's):
   at least ``average_start``, the running mean of the weights over samples is
   updated: the weights at the end of the minibatch count once for every
   sample of the minibatch numbered ``average_start`` or later.
+* Outputs marked inactive (one-vs-rest problems that already stopped) are
+  skipped entirely; the shared counters ``t`` and ``u`` still advance.
 """
 
 from __future__ import annotations
@@ -80,7 +82,8 @@ def loss_and_derivative(loss: str, p: float, y: float, parameter: float):
         if abs(r) <= parameter:
             value, d = 0.5 * r * r, r
         else:
-            value, d = parameter * (abs(r) - 0.5 * parameter), math.copysign(parameter, r)
+            value = parameter * (abs(r) - 0.5 * parameter)
+            d = math.copysign(parameter, r)
     elif loss == "epsilon_insensitive":
         excess = abs(y - p) - parameter
         value = max(excess, 0.0)
@@ -152,10 +155,16 @@ def sgd_pass(
     settings,
     t,
     u,
+    active=None,
+    output_losses=None,
 ):
     """Naive version of :func:`dask_asgd.kernels.sgd_pass`, same arguments.
 
-    Updates the state arrays in place and returns ``(t, sumloss, u)``.
+    Updates the state arrays in place and returns ``(t, sumloss, u)``. Rows
+    of the state whose ``active`` entry is false are neither read nor written
+    (no prediction, decay, update, truncation or averaging); ``t`` and ``u``
+    advance all the same. ``output_losses``, if given, receives the loss of
+    each output added to it; ``sumloss`` is their total for this pass.
     """
     loss = LOSS_NAMES[settings.loss]
     penalty = PENALTY_NAMES[settings.penalty]
@@ -163,6 +172,9 @@ def sgd_pass(
     uses_l1 = penalty in ("l1", "elasticnet")
     averaging = settings.average_start > 0
     n_outputs = weights.shape[0]
+    active = np.ones(n_outputs, dtype=bool) if active is None else np.asarray(active)
+    trained = [k for k in range(n_outputs) if active[k]]
+    losses = np.zeros(n_outputs)
 
     w = weights.astype(np.float64)
     c = intercepts.astype(np.float64)
@@ -171,7 +183,6 @@ def sgd_pass(
     q = cumulative_l1.astype(np.float64)
     t = float(t)
     u = float(u)
-    sumloss = 0.0
 
     order = np.asarray(order)
     for start in range(0, order.shape[0], settings.batch_size):
@@ -180,21 +191,22 @@ def sgd_pass(
         dloss = np.empty((batch.shape[0], n_outputs))
         for offset, i in enumerate(batch):
             columns, values = _row(X, i)
-            for k in range(n_outputs):
+            for k in trained:
                 p = float(values @ w[k, columns]) + c[k]
                 value, dloss[offset, k] = loss_and_derivative(
                     loss, p, _target(targets, i, k, n_outputs), settings.loss_parameter
                 )
-                sumloss += value
+                losses[k] += value
         # Then the per-sample updates, in order.
         for offset, i in enumerate(batch):
             columns, values = _row(X, i)
             eta = learning_rate(settings, t)
             if uses_l2:
-                w *= max(0.0, 1.0 - (1.0 - settings.l1_ratio) * eta * settings.alpha)
+                decay = max(0.0, 1.0 - (1.0 - settings.l1_ratio) * eta * settings.alpha)
+                w[trained] *= decay
             if uses_l1:
                 u += settings.l1_ratio * eta * settings.alpha
-            for k in range(n_outputs):
+            for k in trained:
                 y = _target(targets, i, k, n_outputs)
                 class_weight = positive_weight[k] if y > 0.0 else negative_weight[k]
                 update = -eta * dloss[offset, k] * class_weight * sample_weight[i]
@@ -208,15 +220,17 @@ def sgd_pass(
         if averaging and t - 1.0 >= settings.average_start:
             n_averaged = t - settings.average_start
             fraction = min(float(batch.shape[0]), n_averaged) / n_averaged
-            aw += (w - aw) * fraction
-            ac += (c - ac) * fraction
+            aw[trained] += (w[trained] - aw[trained]) * fraction
+            ac[trained] += (c[trained] - ac[trained]) * fraction
 
     weights[...] = w
     intercepts[...] = c
     average_weights[...] = aw
     average_intercepts[...] = ac
     cumulative_l1[...] = q
-    return t, sumloss, u
+    if output_losses is not None:
+        output_losses += losses
+    return t, float(losses.sum()), u
 
 
 def parzen_merge(previous, proposal, received, column_start=0):
@@ -234,9 +248,12 @@ def parzen_merge(previous, proposal, received, column_start=0):
         old = np.asarray(previous[row, columns], dtype=np.float64)
         for m in range(n_messages):
             theirs = np.asarray(received[m, row], dtype=np.float64)
-            accepted[m, row] = np.sum((mine - theirs) ** 2) < np.sum((old - theirs) ** 2)
+            to_proposal = np.sum((mine - theirs) ** 2)
+            to_previous = np.sum((old - theirs) ** 2)
+            accepted[m, row] = to_proposal < to_previous
         if accepted[:, row].any():
-            kept = [mine] + [received[m, row] for m in range(n_messages) if accepted[m, row]]
+            kept = [mine]
+            kept += [received[m, row] for m in range(n_messages) if accepted[m, row]]
             merged[row, columns] = np.mean(np.asarray(kept, dtype=np.float64), axis=0)
     return merged, accepted
 

@@ -70,6 +70,10 @@ def parzen_merge(
     accepted : ndarray of bool, shape (n_messages, n_rows)
         Which rows of which messages passed the Parzen-window test.
     """
+    if previous.shape != proposal.shape:
+        raise ValueError(
+            f"previous has shape {previous.shape} but proposal has {proposal.shape}"
+        )
     if received.ndim != 3 or received.shape[1] != proposal.shape[0]:
         raise ValueError(
             f"received must have shape (n_messages, {proposal.shape[0]}, width), "

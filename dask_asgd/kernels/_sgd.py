@@ -12,6 +12,11 @@ computed with the weights as they stood at the start of the minibatch
 scikit-learn's: per-sample learning rate, L2 decay through a lazy scale
 factor, L1 by cumulative-penalty truncation (Tsuruoka et al. 2009), class and
 sample weights, intercept decay for sparse input and running averages.
+
+One deliberate difference: with ``average`` and an L1 penalty, the average is
+the true running mean of the truncated iterates. scikit-learn's lazy average
+applies each later truncation to the whole average as well, so the two
+differ there (``tests/kernels/test_sgd.py`` pins it).
 """
 
 from __future__ import annotations

@@ -9,13 +9,14 @@ unregistered and its tasks and data are released before the driver returns.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import uuid
 from dataclasses import dataclass
 import numpy as np
 import pandas as pd
-from distributed import Client, Future
+from distributed import Client, Future, wait
 from distributed.protocol.pickle import dumps
 
 from .._exceptions import FitAbortedError, WorkerLostError
@@ -153,6 +154,14 @@ def run_fit(
                 )
             )
         results: list[WorkerResult] = client.gather(futures)
+    except BaseException:
+        # Release the members still training (they leave at their next epoch
+        # barrier) and wait for them, so that no task, topic or datum of this
+        # fit outlives the error.
+        client.sync(client.scheduler.asgd_fit_end, fit_id=fit_id)
+        with contextlib.suppress(Exception):
+            wait(futures, timeout=task.epoch_timeout)
+        raise
     finally:
         client.sync(client.scheduler.asgd_fit_end, fit_id=fit_id)
         for future in futures:

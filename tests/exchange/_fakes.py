@@ -21,16 +21,25 @@ Handler = Callable[..., Any]
 class FakeRPC:
     """``rpc(address)`` -> proxy whose ``asgd_exchange_receive`` calls a handler.
 
-    Unknown addresses raise ``OSError`` like a refused connection.
+    Unknown addresses raise ``OSError`` like a refused connection. Like the
+    wire, the receiver gets a copy of the payload; ``copy=False`` hands over
+    the sender's array itself, as distributed's in-process transport does.
     """
 
-    def __init__(self, handlers: dict[str, Handler] | None = None) -> None:
+    def __init__(
+        self, handlers: dict[str, Handler] | None = None, *, copy: bool = True
+    ) -> None:
         self.handlers: dict[str, Handler] = dict(handlers or {})
+        self.copy = copy
         self.calls: list[tuple[str, dict[str, Any]]] = []
 
     def __call__(self, address: str) -> Any:
         async def receive(**message: Any) -> Any:
             self.calls.append((address, message))
+            payload = message["payload"]
+            if isinstance(payload, Serialize):
+                payload = payload.data
+            message = {**message, "payload": payload.copy() if self.copy else payload}
             try:
                 handler = self.handlers[address]
             except KeyError:
@@ -67,10 +76,6 @@ class Recorder:
             await self.gate.wait()
         if self.error is not None:
             raise self.error
-        payload = message["payload"]
-        if isinstance(payload, Serialize):
-            # What the wire would do: the receiver gets its own buffer.
-            message = {**message, "payload": payload.data.copy()}
         self.messages.append(message)
         return self.reply
 
@@ -86,9 +91,7 @@ def fake_worker(address: str, rpc: FakeRPC) -> Any:
     )
 
 
-async def settle(
-    predicate: Callable[[], bool], timeout: float = 5.0
-) -> None:
+async def settle(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
     """Yield to the loop until ``predicate()`` holds (no fixed sleeps)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

@@ -123,6 +123,31 @@ def test_random_target_excludes_self_and_follows_set_peers():
     run(main())
 
 
+@pytest.mark.parametrize("peer, reused", [(B, True), ("inproc://10.0.0.1/1/1", False)])
+def test_snapshot_buffers_are_reused_except_in_process(peer, reused):
+    async def main():
+        recorder = Recorder()
+        # No copy on the way, so the receiver sees the sender's snapshot itself.
+        pub = make_publisher(FakeRPC({peer: recorder}, copy=False), peers=[peer])
+        state = np.zeros(4)
+        for step in range(3):
+            state[:] = step
+            assert await pub.publish_async(state)
+        payloads = [m["payload"] for m in recorder.messages]
+        assert all(p is not state for p in payloads)
+        if reused:
+            # Each send after the first copies into the previous snapshot.
+            assert payloads[0] is payloads[1] is payloads[2]
+        else:
+            # inproc:// hands the object to the receiver: never reuse it.
+            assert [p[0] for p in payloads] == [0, 1, 2]
+        # Another shape gets a fresh buffer.
+        assert await pub.publish_async(np.ones(2))
+        assert recorder.messages[-1]["payload"] is not payloads[0]
+
+    run(main())
+
+
 def test_same_seed_same_targets():
     async def main():
         targets = []
@@ -155,7 +180,10 @@ def test_no_peer_is_a_counted_drop():
         ({B: Recorder(error=RuntimeError("boom in handler"))}, "failed"),
         ({B: Recorder(reply="no handler")}, "failed"),  # peer without the plugin
         ({B: lambda **msg: None}, "failed"),
-        ({B: Recorder({"status": "refused", "reason": "stale-run"})}, "refused_by_peer"),
+        (
+            {B: Recorder({"status": "refused", "reason": "stale-run"})},
+            "refused_by_peer",
+        ),
     ],
     ids=["oserror", "handler-error", "odd-reply", "none-reply", "refused"],
 )
@@ -311,7 +339,8 @@ def test_latency_only_shaper():
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"bandwidth": 0}, {"bandwidth": -1.0}, {"bandwidth": None, "latency": -1}]
+    "kwargs",
+    [{"bandwidth": 0}, {"bandwidth": -1.0}, {"bandwidth": None, "latency": -1}],
 )
 def test_shaper_rejects_bad_settings(kwargs):
     with pytest.raises(ValueError):
@@ -379,7 +408,10 @@ def test_shaper_from_config():
     with dask.config.set({"asgd.exchange.simulate.bandwidth": None}):
         assert LinkShaper.from_config() is None
     with dask.config.set(
-        {"asgd.exchange.simulate.bandwidth": "10 MB", "asgd.exchange.simulate.latency": "5ms"}
+        {
+            "asgd.exchange.simulate.bandwidth": "10 MB",
+            "asgd.exchange.simulate.latency": "5ms",
+        }
     ):
         shaper = LinkShaper.from_config()
         assert shaper is not None
@@ -404,7 +436,9 @@ def test_plugin_routes_refuses_stale_and_counts_on_fake_workers():
         pb.setup(wb)
         assert wb.handlers[RECEIVE_HANDLER] == pb.asgd_exchange_receive
         assert wb.stream_handlers[PEERS_HANDLER] == pb.asgd_exchange_peers
-        rpc.handlers.update({A: wa.handlers[RECEIVE_HANDLER], B: wb.handlers[RECEIVE_HANDLER]})
+        rpc.handlers.update(
+            {A: wa.handlers[RECEIVE_HANDLER], B: wb.handlers[RECEIVE_HANDLER]}
+        )
 
         spec = {"send_timeout": 1.0}
         ea = pa.join(TopicSpec("t", "run-1", **spec), [A, B])
@@ -452,8 +486,12 @@ def test_plugin_routes_refuses_stale_and_counts_on_fake_workers():
 
         await pa.teardown(wa)
         await pb.teardown(wb)
-        assert not [h for h in (*wa.handlers, *wa.stream_handlers) if h.startswith("asgd")]
-        assert not [h for h in (*wb.handlers, *wb.stream_handlers) if h.startswith("asgd")]
+        assert not [
+            h for h in (*wa.handlers, *wa.stream_handlers) if h.startswith("asgd")
+        ]
+        assert not [
+            h for h in (*wb.handlers, *wb.stream_handlers) if h.startswith("asgd")
+        ]
         assert ea.closed and ea.publish(np.zeros(1)) is False
 
     run(main())

@@ -177,12 +177,51 @@ def _train_in_task(topic: str, run_id: str, peers: list[str]) -> dict:
 async def test_join_topic_from_a_task(c, s, a, b):
     with pytest.raises(PluginNotInstalledError, match="no worker"):
         join_topic("t", "r", [])
-    fut = c.submit(_train_in_task, "t", "r", [a.address, b.address], workers=[a.address])
+    fut = c.submit(
+        _train_in_task, "t", "r", [a.address, b.address], workers=[a.address]
+    )
     with pytest.raises(PluginNotInstalledError, match="has no such plugin"):
         await fut
     await install(c)
     fut = c.submit(
-        _train_in_task, "t", "r", [a.address, b.address], workers=[a.address], pure=False
+        _train_in_task,
+        "t",
+        "r",
+        [a.address, b.address],
+        workers=[a.address],
+        pure=False,
     )
     assert await fut == {"address": a.address, "closed": True}
+    await c.unregister_worker_plugin(PLUGIN_NAME)
+
+
+@gen_cluster(client=True, nthreads=[])
+async def test_plugin_reaches_new_workers_and_teardown_removes_handlers(c, s):
+    await install(c)
+    async with Worker(s.address, nthreads=1) as w:
+        plugin = w.plugins[PLUGIN_NAME]
+        assert w.handlers[RECEIVE_HANDLER] == plugin.asgd_exchange_receive
+        endpoint = join_topic("t", "r", [], worker=w)
+    # Worker.close() tore the plugin down.
+    assert asgd_handlers(w) == []
+    assert endpoint.closed
+    await c.unregister_worker_plugin(PLUGIN_NAME)
+
+
+@gen_cluster(
+    client=True,
+    nthreads=NTHREADS[:1],
+    config={
+        "asgd.exchange.mailbox-slots": 7,
+        "asgd.exchange.max-in-flight": 3,
+        "asgd.exchange.send-timeout": "250ms",
+    },
+)
+async def test_join_topic_defaults_come_from_config(c, s, a):
+    await install(c)
+    spec = join_topic("t", "r", [], worker=a).spec
+    assert (spec.mailbox_slots, spec.max_in_flight) == (7, 3)
+    assert spec.send_timeout == pytest.approx(0.25)
+    spec = join_topic("t", "r", [], worker=a, mailbox_slots=1, send_timeout=1).spec
+    assert (spec.mailbox_slots, spec.max_in_flight, spec.send_timeout) == (1, 3, 1)
     await c.unregister_worker_plugin(PLUGIN_NAME)

@@ -9,7 +9,6 @@ minibatches it must follow the delayed-gradient semantics that
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import numpy as np
@@ -23,7 +22,6 @@ from dask_asgd.kernels import LOSS_CODES, learning_rate, optimal_init, sgd_pass
 from tests import _reference as ref
 
 ALL_LOSSES = list(LOSS_CODES)
-CLASSIFICATION_LOSSES = [name for name, (_, is_clf) in LOSS_CODES.items() if is_clf]
 ALL_PENALTIES = [None, "l2", "l1", "elasticnet"]
 
 N_SAMPLES = 240
@@ -32,11 +30,6 @@ RTOL = 1e-6
 # sklearn computes the log loss through sklearn._loss (another formula for the
 # same function), so the trajectories drift apart slightly more.
 RTOL_LOG_LOSS = 1e-4
-
-no_jit = pytest.mark.skipif(
-    "NUMBA_DISABLE_JIT" in os.environ, reason="too slow without the JIT"
-)
-
 
 # --------------------------------------------------------------------------- #
 # Data                                                                        #
@@ -50,15 +43,13 @@ def _standardize(X):
 def _sparsify(X, seed):
     mask = np.random.default_rng(seed).random(X.shape) < 0.4
     X = X * mask
-    X[5] = 0.0  # an empty row: the dot product and every update skip it
+    X[5] = 0.0  # an empty row: only the intercept learns from it
     return sp.csr_matrix(X)
 
 
 @pytest.fixture(scope="module")
 def binary():
-    X, y = make_classification(
-        N_SAMPLES, N_FEATURES, n_informative=6, random_state=0
-    )
+    X, y = make_classification(N_SAMPLES, N_FEATURES, n_informative=6, random_state=0)
     X = _standardize(X)
     return {"dense": X, "csr": _sparsify(X, 0), "y": np.where(y == 1, 1.0, -1.0)}
 
@@ -134,6 +125,8 @@ def run_pass(
     t=1.0,
     u=0.0,
     dtype=np.float64,
+    active=None,
+    output_losses=None,
 ):
     """Run one pass of ``fn`` (the kernel or the reference) from ``state``.
 
@@ -158,6 +151,8 @@ def run_pass(
         settings,
         t,
         u,
+        active=active,
+        output_losses=output_losses,
     )
     return {**state, "t": t, "sumloss": sumloss, "u": u}
 
@@ -209,8 +204,13 @@ def _tolerance(loss):
 
 
 def _sklearn_params(loss, penalty, **extra):
-    return {"penalty": penalty, "alpha": 1e-3, "l1_ratio": 0.3,
-            **_schedule_for(loss), **extra}
+    return {
+        "penalty": penalty,
+        "alpha": 1e-3,
+        "l1_ratio": 0.3,
+        **_schedule_for(loss),
+        **extra,
+    }
 
 
 def _settings(loss, penalty, sparse, **extra):
@@ -260,8 +260,14 @@ def test_matches_sklearn(data, loss, penalty, fmt):
 def test_schedules_match_sklearn(data, loss, schedule, eta0, power_t, fmt):
     problem = data[_problem(loss)]
     X, y = problem[fmt], problem["y"]
-    params = {"penalty": "elasticnet", "alpha": 1e-3, "l1_ratio": 0.3,
-              "learning_rate": schedule, "eta0": eta0, "power_t": power_t}
+    params = {
+        "penalty": "elasticnet",
+        "alpha": 1e-3,
+        "l1_ratio": 0.3,
+        "learning_rate": schedule,
+        "eta0": eta0,
+        "power_t": power_t,
+    }
     model = fit_sklearn(loss, X, y, **params)
     settings = ref.settings_like_sklearn(loss, **params, sparse=fmt == "csr")
     got = run_pass(sgd_pass, X, y, settings)
@@ -270,16 +276,16 @@ def test_schedules_match_sklearn(data, loss, schedule, eta0, power_t, fmt):
 
 
 @pytest.mark.parametrize("fmt", ["dense", "csr"])
-@pytest.mark.parametrize(("loss", "eta0"), [("hinge", 0.5), ("squared_error", 0.5),
-                                            ("squared_error", 1.5)])
+@pytest.mark.parametrize(
+    ("loss", "eta0"), [("hinge", 0.5), ("squared_error", 0.5), ("squared_error", 1.5)]
+)
 def test_strong_l2_decay_matches_sklearn(data, loss, eta0, fmt):
     # eta0 * alpha = 0.5 drives the lazy scale below 1e-9 within 30 samples
     # (the kernel must fold it into the weights); 1.5 clips the decay factor
     # to zero, so only the last step survives.
     problem = data[_problem(loss)]
     X, y = problem[fmt], problem["y"]
-    params = {"penalty": "l2", "alpha": 1.0, "learning_rate": "constant",
-              "eta0": eta0}
+    params = {"penalty": "l2", "alpha": 1.0, "learning_rate": "constant", "eta0": eta0}
     model = fit_sklearn(loss, X, y, **params)
     got = run_pass(
         sgd_pass, X, y, ref.settings_like_sklearn(loss, **params, sparse=fmt == "csr")
@@ -311,11 +317,18 @@ def test_sample_and_class_weights_match_sklearn(binary, loss, fmt):
     sample_weight = np.random.default_rng(3).uniform(0.2, 3.0, size=N_SAMPLES)
     params = _sklearn_params(loss, "elasticnet")
     model = fit_sklearn(
-        loss, X, y, sample_weight=sample_weight,
-        class_weight={-1.0: 0.4, 1.0: 2.5}, **params,
+        loss,
+        X,
+        y,
+        sample_weight=sample_weight,
+        class_weight={-1.0: 0.4, 1.0: 2.5},
+        **params,
     )
     got = run_pass(
-        sgd_pass, X, y, _settings(loss, "elasticnet", fmt == "csr"),
+        sgd_pass,
+        X,
+        y,
+        _settings(loss, "elasticnet", fmt == "csr"),
         sample_weight=sample_weight,
         positive_weight=np.array([2.5]),
         negative_weight=np.array([0.4]),
@@ -342,7 +355,10 @@ def test_multiclass_matches_sklearn_one_vs_rest(multiclass, loss, penalty, fmt):
         loss, X, y, sample_weight=sample_weight, class_weight=class_weight, **params
     )
     got = run_pass(
-        sgd_pass, X, y, _settings(loss, penalty, fmt == "csr"),
+        sgd_pass,
+        X,
+        y,
+        _settings(loss, penalty, fmt == "csr"),
         n_outputs=3,
         sample_weight=sample_weight,
         positive_weight=np.array([2.0, 0.5, 1.0]),
@@ -398,7 +414,8 @@ def test_averaging_with_l1_matches_sklearn(regression, penalty):
     X, y = regression["dense"], regression["y"]
     params = _sklearn_params("squared_error", penalty)
     model = fit_sklearn("squared_error", X, y, average=1, **params)
-    got = run_pass(sgd_pass, X, y, _settings("squared_error", penalty, False, average=1))
+    settings = _settings("squared_error", penalty, False, average=1)
+    got = run_pass(sgd_pass, X, y, settings)
     assert_close(got["average_weights"], model.coef_.reshape(1, -1))
 
 
@@ -453,7 +470,6 @@ def test_order_selects_rows(binary, fmt):
 # --------------------------------------------------------------------------- #
 
 
-@no_jit
 @pytest.mark.parametrize("fmt", ["dense", "csr"])
 @pytest.mark.parametrize("batch_size", [1, 7, 64])
 @pytest.mark.parametrize("penalty", ALL_PENALTIES)
@@ -476,8 +492,15 @@ def test_minibatch_matches_reference(data, loss, penalty, batch_size, fmt):
     want = run_pass(ref.sgd_pass, X, y, settings, n_outputs=n_outputs, **weights)
 
     assert_sane(want)
-    for name in ("weights", "intercepts", "average_weights", "average_intercepts",
-                 "cumulative_l1", "sumloss", "u"):
+    for name in (
+        "weights",
+        "intercepts",
+        "average_weights",
+        "average_intercepts",
+        "cumulative_l1",
+        "sumloss",
+        "u",
+    ):
         assert_close(got[name], want[name], RTOL, name)
     assert got["t"] == want["t"] == N_SAMPLES + 1
 
@@ -487,12 +510,18 @@ def test_minibatch_matches_reference(data, loss, penalty, batch_size, fmt):
 @pytest.mark.parametrize("loss", ["hinge", "log_loss"])
 def test_binary_minibatch_matches_reference(binary, loss, batch_size, fmt):
     X, y = binary[fmt], binary["y"]
-    settings = _settings(loss, "elasticnet", fmt == "csr", average=1,
-                         batch_size=batch_size)
+    settings = _settings(
+        loss, "elasticnet", fmt == "csr", average=1, batch_size=batch_size
+    )
     got = run_pass(sgd_pass, X, y, settings)
     want = run_pass(ref.sgd_pass, X, y, settings)
-    for name in ("weights", "intercepts", "average_weights", "average_intercepts",
-                 "sumloss"):
+    for name in (
+        "weights",
+        "intercepts",
+        "average_weights",
+        "average_intercepts",
+        "sumloss",
+    ):
         assert_close(got[name], want[name], RTOL, name)
 
 
@@ -516,17 +545,31 @@ def test_pass_split_at_batch_boundary_is_one_pass(multiclass, fmt):
     # Carrying t, u, the cumulative penalty and the averages over two calls
     # gives the same state as one call.
     X, y = multiclass[fmt], multiclass["y"]
-    settings = _settings("modified_huber", "elasticnet", fmt == "csr",
-                         average=30, batch_size=7)
+    settings = _settings(
+        "modified_huber", "elasticnet", fmt == "csr", average=30, batch_size=7
+    )
     order = np.random.default_rng(8).permutation(N_SAMPLES)
     whole = run_pass(sgd_pass, X, y, settings, n_outputs=3, order=order)
     first = run_pass(sgd_pass, X, y, settings, n_outputs=3, order=order[:70])
     second = run_pass(
-        sgd_pass, X, y, settings, n_outputs=3, order=order[70:],
-        state=first, t=first["t"], u=first["u"],
+        sgd_pass,
+        X,
+        y,
+        settings,
+        n_outputs=3,
+        order=order[70:],
+        state=first,
+        t=first["t"],
+        u=first["u"],
     )
-    for name in ("weights", "intercepts", "average_weights", "average_intercepts",
-                 "cumulative_l1", "u"):
+    for name in (
+        "weights",
+        "intercepts",
+        "average_weights",
+        "average_intercepts",
+        "cumulative_l1",
+        "u",
+    ):
         assert_close(second[name], whole[name], 1e-10, name)
     assert second["t"] == whole["t"]
     assert first["sumloss"] + second["sumloss"] == pytest.approx(whole["sumloss"])
@@ -537,12 +580,99 @@ def test_empty_order_changes_nothing(binary):
     settings = _settings("hinge", "elasticnet", False, average=1)
     start = run_pass(sgd_pass, X, y, settings, order=np.arange(50))
     after = run_pass(
-        sgd_pass, X, y, settings, order=np.empty(0, dtype=np.int64),
-        state=start, t=start["t"], u=start["u"],
+        sgd_pass,
+        X,
+        y,
+        settings,
+        order=np.empty(0, dtype=np.int64),
+        state=start,
+        t=start["t"],
+        u=start["u"],
     )
     assert (after["t"], after["sumloss"], after["u"]) == (start["t"], 0.0, start["u"])
     for name in ("weights", "intercepts", "average_weights", "cumulative_l1"):
         np.testing.assert_array_equal(after[name], start[name])
+
+
+# --------------------------------------------------------------------------- #
+# Inactive outputs and per-output losses                                      #
+# --------------------------------------------------------------------------- #
+
+
+def _random_state(n_outputs, n_features, seed):
+    rng = np.random.default_rng(seed)
+    state = {
+        name: rng.normal(size=array.shape)
+        for name, array in new_state(n_outputs, n_features).items()
+    }
+    state["cumulative_l1"] = -np.abs(state["cumulative_l1"]) * 0.01
+    return state
+
+
+@pytest.mark.parametrize("fmt", ["dense", "csr"])
+@pytest.mark.parametrize(
+    ("penalty", "alpha", "schedule"),
+    [
+        ("elasticnet", 1e-3, "optimal"),
+        # alpha * eta = 0.5: the lazy scale is folded into the weights mid-pass.
+        ("l2", 1.0, "constant"),
+    ],
+)
+def test_inactive_outputs_are_left_alone(multiclass, fmt, penalty, alpha, schedule):
+    X, y = multiclass[fmt], multiclass["y"]
+    settings = ref.settings_like_sklearn(
+        "hinge",
+        penalty,
+        alpha=alpha,
+        l1_ratio=0.3,
+        learning_rate=schedule,
+        eta0=0.5,
+        sparse=fmt == "csr",
+        average=20,
+        batch_size=7,
+    )
+    start = _random_state(3, N_FEATURES, seed=10)
+    active = np.array([True, False, True])
+    got = run_pass(sgd_pass, X, y, settings, n_outputs=3, state=start, active=active)
+    want = run_pass(
+        ref.sgd_pass, X, y, settings, n_outputs=3, state=start, active=active
+    )
+    every = run_pass(sgd_pass, X, y, settings, n_outputs=3, state=start)
+    for name in STATE_ARRAYS:
+        # The stopped output is not touched at all...
+        np.testing.assert_array_equal(got[name][1], start[name][1], err_msg=name)
+        # ...the others train as in the reference, and as they would have with
+        # every output active (one-vs-rest problems only share t and u).
+        assert_close(got[name], want[name], RTOL, name)
+        assert_close(got[name][active], every[name][active], 1e-10, name)
+    assert got["t"] == want["t"] == every["t"]
+    assert got["u"] == pytest.approx(every["u"], rel=1e-12)
+
+
+@pytest.mark.parametrize("batch_size", [1, 7])
+def test_output_losses_accumulate_per_output(multiclass, batch_size):
+    X, y = multiclass["dense"], multiclass["y"]
+    settings = _settings("log_loss", "l2", False, batch_size=batch_size)
+    active = np.array([True, True, False])
+    got_losses = np.array([1.0, 2.0, 3.0])
+    want_losses = got_losses.copy()
+    got = run_pass(
+        sgd_pass, X, y, settings, n_outputs=3, active=active, output_losses=got_losses
+    )
+    want = run_pass(
+        ref.sgd_pass,
+        X,
+        y,
+        settings,
+        n_outputs=3,
+        active=active,
+        output_losses=want_losses,
+    )
+    assert got_losses[2] == 3.0  # nothing added for the stopped output
+    assert np.all(got_losses[:2] > [1.0, 2.0])
+    assert_close(got_losses, want_losses)
+    assert got["sumloss"] == pytest.approx(got_losses.sum() - 6.0, rel=1e-12)
+    assert got["sumloss"] == pytest.approx(want["sumloss"], rel=RTOL)
 
 
 # --------------------------------------------------------------------------- #
@@ -559,14 +689,26 @@ def test_float32_keeps_float32_state(multiclass, fmt, batch_size):
     # sensitive that float32 rounding alone moves sklearn's own float32 fit by
     # ~1e-2 from its float64 fit.
     settings = ref.settings_like_sklearn(
-        "log_loss", "elasticnet", alpha=1e-3, l1_ratio=0.3, learning_rate="invscaling",
-        eta0=0.1, sparse=fmt == "csr", average=10, batch_size=batch_size,
+        "log_loss",
+        "elasticnet",
+        alpha=1e-3,
+        l1_ratio=0.3,
+        learning_rate="invscaling",
+        eta0=0.1,
+        sparse=fmt == "csr",
+        average=10,
+        batch_size=batch_size,
     )
     got = run_pass(sgd_pass, X32, y, settings, n_outputs=3, dtype=np.float32)
     # The same (float32-representable) data in float64.
     want = run_pass(sgd_pass, X32.astype(np.float64), y, settings, n_outputs=3)
-    for name in ("weights", "intercepts", "average_weights", "average_intercepts",
-                 "cumulative_l1"):
+    for name in (
+        "weights",
+        "intercepts",
+        "average_weights",
+        "average_intercepts",
+        "cumulative_l1",
+    ):
         assert got[name].dtype == np.float32, name
         assert_close(got[name], want[name], 1e-4, name)
     assert isinstance(got["t"], float)
@@ -585,7 +727,9 @@ def test_read_only_inputs(multiclass, fmt):
     if fmt == "csr":
         frozen = X.copy()
         frozen.data, frozen.indices, frozen.indptr = (
-            _read_only(X.data), _read_only(X.indices), _read_only(X.indptr)
+            _read_only(X.data),
+            _read_only(X.indices),
+            _read_only(X.indptr),
         )
     else:
         frozen = _read_only(X)
@@ -593,11 +737,20 @@ def test_read_only_inputs(multiclass, fmt):
     sample_weight = np.linspace(0.5, 1.5, N_SAMPLES)
     order = np.random.default_rng(9).permutation(N_SAMPLES)
     writable = run_pass(
-        sgd_pass, X, y, settings, n_outputs=3, sample_weight=sample_weight,
+        sgd_pass,
+        X,
+        y,
+        settings,
+        n_outputs=3,
+        sample_weight=sample_weight,
         order=order,
     )
     got = run_pass(
-        sgd_pass, frozen, _read_only(y), settings, n_outputs=3,
+        sgd_pass,
+        frozen,
+        _read_only(y),
+        settings,
+        n_outputs=3,
         sample_weight=_read_only(sample_weight),
         positive_weight=_read_only(np.ones(3)),
         negative_weight=_read_only(np.ones(3)),
