@@ -114,12 +114,16 @@ def scatter_in_memory(
             # makes an epoch fast (see _shuffle.py).
             block = np.sort(block)
         held_out = validation[block] if validation is not None else None
-        partition = Partition(
-            X=_take_rows(X, block),
-            targets=targets[block],
-            sample_weight=sample_weight[block],
-            validation=held_out,
-        )
+        if len(blocks) == 1:
+            # One worker takes every row in storage order: no copy needed.
+            partition = Partition(X, targets, sample_weight, validation)
+        else:
+            partition = Partition(
+                X=_take_rows(X, block),
+                targets=targets[block],
+                sample_weight=sample_weight[block],
+                validation=held_out,
+            )
         [future] = client.scatter([partition], workers=[address], hash=False)
         partitions[address] = [future]
         owned.append(future)
