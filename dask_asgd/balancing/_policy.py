@@ -1,0 +1,209 @@
+"""The control law that sets each worker's send interval and message size.
+
+Pure Python: it maps measured signals to settings and knows nothing about
+Dask, so it is tested on its own. The scheduler plugin feeds it.
+
+The law budgets communication by *time*, following the network's load
+(Keuper & Pfreundt's idea: fewer or smaller messages when they queue or get
+lost) and the training's progress (AdaComm, Wang & Joshi 2019: communicate
+rarely while the loss falls fast, more often as it flattens).
+
+For one worker, over the last report period:
+
+* ``cost``: wall time one exchange takes from the training thread (merge and
+  publish), and ``latency``: time from publish to the peer's answer;
+* ``send_time = max(cost / cpu_budget, latency / link_share)``: the shortest
+  time between two sends that keeps exchanges under ``cpu_budget`` of the
+  worker's time and keeps a message's transfer under ``link_share`` of the
+  interval (so messages do not queue);
+* if messages were dropped at the in-flight bound or lost in the peer's
+  mailbox, the link is behind: ``send_time`` is stretched by the share of
+  messages that did not arrive;
+* ``progress``: the relative fall of the loss per second; while it is large,
+  ``send_time`` is stretched up to ``max_progress_stretch`` times (AdaComm);
+* the interval in samples is ``send_time x samples per second``;
+* when the interval would exceed ``max_send_time`` seconds (states would go
+  stale), the message size shrinks instead, so each message moves faster; it
+  grows back when the link has room. Messages under ``min_bytes_to_split`` are
+  never split: their transfer time is latency, which splitting does not cut.
+
+Changes smaller than ``deadband`` are ignored and every change is smoothed, so
+the law holds still on a steady link and settles in a few reports when the
+link changes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class PolicyLimits:
+    """Bounds and constants of the control law (users may set the bounds)."""
+
+    #: Smallest and largest send interval, in samples.
+    min_send_interval: int = 256
+    max_send_interval: int = 1 << 24
+    #: Smallest and largest fraction of the state per message.
+    min_message_size: float = 1.0 / 64
+    max_message_size: float = 1.0
+    #: Share of a worker's wall time exchanges may take.
+    cpu_budget: float = 0.05
+    #: A message's transfer may take this share of the send interval.
+    link_share: float = 0.5
+    #: Longest wanted time between two sends, in seconds.
+    max_send_time: float = 0.5
+    #: How much fast loss progress may stretch the send interval.
+    max_progress_stretch: float = 4.0
+    #: Relative loss fall per second above which progress counts as fast.
+    fast_progress: float = 0.5
+    #: Messages smaller than this are never split: their transfer time is
+    #: latency, not bandwidth, so a smaller message would not move faster.
+    min_bytes_to_split: int = 64 * 1024
+    #: Relative changes smaller than this are not applied.
+    deadband: float = 0.2
+    #: Weight of a new target against the current setting (0..1].
+    smoothing: float = 0.5
+
+
+@dataclass(frozen=True)
+class WorkerSignals:
+    """What one worker measured over one report period."""
+
+    #: Samples trained per second of wall time.
+    samples_per_second: float
+    #: Mean seconds one exchange (merge + publish) took in the training thread.
+    exchange_seconds: float
+    #: Mean seconds from publish to the peer's answer (0 if unknown).
+    send_latency: float
+    #: Messages published, dropped at the in-flight bound, and failed.
+    published: int = 0
+    dropped: int = 0
+    failed: int = 0
+    #: Messages received and overwritten unread in this worker's mailbox.
+    received: int = 0
+    lost: int = 0
+    #: Relative fall of the worker's loss per second (>= 0; 0 if unknown).
+    progress: float = 0.0
+    #: Bytes of a whole-state message (message_size 1).
+    state_bytes: int = 0
+
+
+@dataclass
+class Settings:
+    """What the law decides for one worker."""
+
+    send_interval: int
+    message_size: float
+    #: Why the last change was made (for events and the history).
+    reason: str = field(default="initial", compare=False)
+
+
+def _clip(value: float, low: float, high: float) -> float:
+    return min(max(value, low), high)
+
+
+class BalancingPolicy:
+    """Adapt a worker's send interval and message size (see module docstring).
+
+    Parameters
+    ----------
+    limits : PolicyLimits, optional
+        Bounds and constants.
+    """
+
+    def __init__(self, limits: PolicyLimits | None = None) -> None:
+        self.limits = limits or PolicyLimits()
+
+    def target_send_time(self, signals: WorkerSignals) -> tuple[float, str]:
+        """Seconds between two sends this worker can afford, and why."""
+        limits = self.limits
+        cpu_bound = signals.exchange_seconds / limits.cpu_budget
+        link_bound = signals.send_latency / limits.link_share
+        send_time, reason = (
+            (cpu_bound, "cpu") if cpu_bound >= link_bound else (link_bound, "link")
+        )
+        attempted = signals.published
+        undelivered = signals.dropped + signals.failed
+        if attempted > 0 and undelivered > 0:
+            # The link did not keep up: stretch by the share that was lost.
+            send_time *= 1.0 + 2.0 * undelivered / attempted
+            reason = "congestion"
+        if signals.received > 0 and signals.lost > 0:
+            send_time *= 1.0 + signals.lost / signals.received
+            reason = "congestion"
+        if signals.progress > 0:
+            stretch = 1.0 + (limits.max_progress_stretch - 1.0) * min(
+                1.0, signals.progress / limits.fast_progress
+            )
+            if stretch > 1.05:
+                send_time *= stretch
+                reason = f"{reason}+progress"
+        return send_time, reason
+
+    def decide(self, current: Settings, signals: WorkerSignals) -> Settings:
+        """New settings for a worker from its current ones and its signals.
+
+        Parameters
+        ----------
+        current : Settings
+            What the worker runs with now.
+        signals : WorkerSignals
+            What it measured since the last decision.
+
+        Returns
+        -------
+        Settings
+            ``current`` itself when nothing should change.
+        """
+        limits = self.limits
+        if signals.samples_per_second <= 0:
+            return current
+        send_time, reason = self.target_send_time(signals)
+        message_size = current.message_size
+        # The interval bound in samples is also a bound in time.
+        max_time = min(
+            limits.max_send_time,
+            limits.max_send_interval / signals.samples_per_second,
+        )
+        splittable = (
+            signals.state_bytes * message_size / 2 >= limits.min_bytes_to_split
+        )
+        if (
+            send_time > max_time
+            and message_size > limits.min_message_size
+            and splittable
+        ):
+            # States would go stale: send smaller messages, as often as the
+            # link allows. Transfer time scales with the message size.
+            message_size = _clip(
+                message_size * max_time / send_time,
+                limits.min_message_size,
+                limits.max_message_size,
+            )
+            send_time *= message_size / current.message_size
+            reason = f"{reason}: smaller messages"
+        elif (
+            send_time < 0.25 * max_time
+            and message_size < limits.max_message_size
+        ):
+            # Room on the link: grow messages back before sending more often.
+            message_size = _clip(
+                message_size * 2.0, limits.min_message_size, limits.max_message_size
+            )
+            send_time *= message_size / current.message_size
+            reason = f"{reason}: larger messages"
+        target = send_time * signals.samples_per_second
+        smoothed = math.exp(
+            limits.smoothing * math.log(max(target, 1.0))
+            + (1.0 - limits.smoothing) * math.log(current.send_interval)
+        )
+        interval = int(
+            round(_clip(smoothed, limits.min_send_interval, limits.max_send_interval))
+        )
+        interval_change = abs(interval - current.send_interval) / current.send_interval
+        size_change = abs(message_size - current.message_size) / current.message_size
+        if interval_change < limits.deadband and size_change < limits.deadband:
+            return current
+        return Settings(interval, message_size, reason)
