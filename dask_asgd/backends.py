@@ -58,7 +58,8 @@ def embedded_client() -> distributed.Client:
             n_workers=int(n_workers),
             threads_per_worker=int(_config.get("embedded.threads-per-worker")),
             processes=processes,
-            dashboard_address=None,
+            # A random port: a fixed one clashes with the user's own clusters.
+            dashboard_address=":0",
             silence_logs=logging.ERROR,
         )
         client = distributed.Client(cluster, set_as_default=False)

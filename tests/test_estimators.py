@@ -163,8 +163,10 @@ def test_failed_fit_keeps_previous_model():
 def test_not_fitted_and_unfinished_features():
     with pytest.raises(NotFittedError):
         ASGDClassifier().predict(np.zeros((2, 3)))
-    with pytest.raises(NotImplementedError, match="communication='fixed'"):
-        ASGDClassifier(communication="adaptive").fit(np.zeros((4, 2)), [0, 1, 0, 1])
+    with pytest.raises(ValueError, match="bounds"):
+        ASGDClassifier(communication="adaptive", send_interval=10).fit(
+            np.zeros((4, 2)), [0, 1, 0, 1]
+        )
     with pytest.raises(AttributeError, match="predict_proba"):
         ASGDClassifier(loss="hinge").predict_proba  # noqa: B018
 

@@ -2,7 +2,7 @@
 
 from ._policy import BalancingPolicy, PolicyLimits, Settings, WorkerSignals
 from ._scheduler_plugin import EVENT_TOPIC, PLUGIN_NAME, ASGDSchedulerPlugin
-from ._worker_side import report_epoch
+from ._worker_side import report_epoch, request_settings
 
 __all__ = [
     "EVENT_TOPIC",
@@ -13,4 +13,5 @@ __all__ = [
     "Settings",
     "WorkerSignals",
     "report_epoch",
+    "request_settings",
 ]

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
+from ._policy import BalancingPolicy, PolicyLimits, Settings, WorkerSignals
+
 if TYPE_CHECKING:
     # Only for annotations: importing Scheduler at run time is not needed.
     from distributed import Scheduler
@@ -51,6 +53,11 @@ class FitState:
     )
     #: Set when the fit is given up; read by every waiting member.
     aborted: str | None = None
+    #: The control law of this fit (with the limits its user set).
+    policy: BalancingPolicy = field(default_factory=BalancingPolicy)
+    #: Last signals and settings per member, for observability.
+    last_signals: dict[str, dict[str, float]] = field(default_factory=dict)
+    settings: dict[str, Settings] = field(default_factory=dict)
 
     def __str__(self) -> str:
         return f"ASGDFit<{self.fit_id}, {len(self.members)} workers>"
@@ -81,6 +88,7 @@ class ASGDSchedulerPlugin(SchedulerPlugin):
             "asgd_fit_start": self.fit_start,
             "asgd_fit_end": self.fit_end,
             "asgd_epoch_report": self.epoch_report,
+            "asgd_balance": self.balance,
         }
 
     async def start(self, scheduler: Scheduler) -> None:
@@ -103,8 +111,10 @@ class ASGDSchedulerPlugin(SchedulerPlugin):
 
     # Handlers -------------------------------------------------------------
 
-    def fit_start(self, fit_id: str, members: list[str]) -> None:
-        """Handler: register a fit and its member workers."""
+    def fit_start(
+        self, fit_id: str, members: list[str], limits: dict[str, Any] | None = None
+    ) -> None:
+        """Handler: register a fit, its member workers and balancing limits."""
         if fit_id in self.fits:
             raise ValueError(f"fit {fit_id!r} is already registered")
         missing = [
@@ -112,7 +122,11 @@ class ASGDSchedulerPlugin(SchedulerPlugin):
         ]
         if missing:
             raise ValueError(f"fit {fit_id!r} names unknown workers {missing}")
-        self.fits[fit_id] = FitState(fit_id=fit_id, members=set(members))
+        self.fits[fit_id] = FitState(
+            fit_id=fit_id,
+            members=set(members),
+            policy=BalancingPolicy(PolicyLimits(**(limits or {}))),
+        )
         self._log(action="fit-start", fit_id=fit_id, members=list(members))
 
     def fit_end(self, fit_id: str) -> None:
@@ -169,6 +183,44 @@ class ASGDSchedulerPlugin(SchedulerPlugin):
             fit.reports.pop(old, None)
             fit.complete.pop(old, None)
         return {"status": "ok", "totals": dict(totals)}
+
+    def balance(
+        self,
+        fit_id: str,
+        member: str,
+        signals: dict[str, float],
+        settings: dict[str, float],
+    ) -> dict[str, Any]:
+        """Handler: new send interval and message size for one worker.
+
+        Returns
+        -------
+        dict
+            ``{"status": "ok", "send_interval", "message_size", "reason"}``, or
+            ``{"status": "aborted"}`` for a fit that is not running.
+        """
+        fit = self.fits.get(fit_id)
+        if fit is None or fit.aborted is not None or member not in fit.members:
+            return {"status": "aborted"}
+        current = Settings(int(settings["send_interval"]), float(settings["message_size"]))
+        decided = fit.policy.decide(current, WorkerSignals(**signals))
+        fit.last_signals[member] = dict(signals)
+        fit.settings[member] = decided
+        if decided is not current:
+            self._log(
+                action="settings",
+                fit_id=fit_id,
+                worker=member,
+                send_interval=decided.send_interval,
+                message_size=decided.message_size,
+                reason=decided.reason,
+            )
+        return {
+            "status": "ok",
+            "send_interval": decided.send_interval,
+            "message_size": decided.message_size,
+            "reason": decided.reason,
+        }
 
     # Scheduler hooks ----------------------------------------------------------
 

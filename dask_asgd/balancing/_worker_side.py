@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 from typing import Any
 
 from distributed import get_worker
@@ -42,3 +44,35 @@ def report_epoch(
         values={key: float(value) for key, value in values.items()},
         timeout=timeout,
     )
+
+
+def request_settings(
+    fit_id: str,
+    signals: dict[str, float],
+    settings: dict[str, float],
+) -> concurrent.futures.Future:
+    """Send this worker's signals to the balancer; return at once.
+
+    Parameters
+    ----------
+    fit_id : str
+        The fit's identifier.
+    signals : dict
+        ``WorkerSignals`` fields measured over the last period.
+    settings : dict
+        The worker's current ``send_interval`` and ``message_size``.
+
+    Returns
+    -------
+    concurrent.futures.Future
+        Resolves to the plugin's answer: ``{"status": "ok", "send_interval":
+        ..., "message_size": ..., "reason": ...}``.
+    """
+    worker = get_worker()
+    call = worker.scheduler.asgd_balance(
+        fit_id=fit_id,
+        member=worker.address,
+        signals=signals,
+        settings=settings,
+    )
+    return asyncio.run_coroutine_threadsafe(call, worker.loop.asyncio_loop)

@@ -90,12 +90,15 @@ class BaseASGD(SparseCoefMixin, BaseEstimator):
             )
         if self.penalty == "elasticnet" and self.l1_ratio is None:
             raise ValueError("l1_ratio must be set when penalty is 'elasticnet'")
-        if self.communication == "adaptive":
-            raise NotImplementedError(
-                "communication='adaptive' needs the balancing scheduler plugin, "
-                "which this version does not have yet. Use communication='fixed' "
-                "(exchange every send_interval samples, message_size of the state) "
-                "or 'off' (SimuParallelSGD: average at the end only)."
+        low, high = (
+            int(_config.get("balancing.min-send-interval")),
+            int(_config.get("balancing.max-send-interval")),
+        )
+        if self.communication == "adaptive" and not low <= self.send_interval <= high:
+            raise ValueError(
+                f"send_interval={self.send_interval} is outside the balancer's "
+                f"bounds [{low}, {high}] (asgd.balancing.min-send-interval and "
+                "max-send-interval); change one or the other."
             )
 
     # ------------------------------------------------------------------ helpers
@@ -259,6 +262,9 @@ class BaseASGD(SparseCoefMixin, BaseEstimator):
             send_interval=int(self.send_interval),
             message_size=float(self.message_size),
             parzen_window=bool(self.parzen_window),
+            report_period=float(
+                _parse_seconds(_config.get("balancing.report-period"))
+            ),
         )
         with connect() as client:
             workers = cluster_workers(client, self.n_workers)
@@ -269,11 +275,14 @@ class BaseASGD(SparseCoefMixin, BaseEstimator):
                 shuffle=bool(self.shuffle),
                 min_rows_per_worker=int(_config.get("training.min-rows-per-worker")),
             )
-            outcome = run_fit(client, placement, task, t_start, rng)
+            outcome = run_fit(
+                client, placement, task, t_start, rng, _balancing_limits()
+            )
         self._standard = outcome.state
         self.n_iter_ = outcome.n_iter
         self.t_ = t_start + outcome.n_samples_trained
         self.history_ = outcome.history
+        self.communication_history_ = outcome.control
         if self.verbose:
             for record in outcome.history.itertuples():
                 logger.info(
@@ -310,6 +319,17 @@ class BaseASGD(SparseCoefMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         return tags
+
+
+def _balancing_limits() -> dict[str, Any]:
+    """The balancer's bounds and budgets from the ``asgd.balancing`` config."""
+    return {
+        "min_send_interval": int(_config.get("balancing.min-send-interval")),
+        "max_send_interval": int(_config.get("balancing.max-send-interval")),
+        "min_message_size": float(_config.get("balancing.min-message-size")),
+        "cpu_budget": float(_config.get("balancing.cpu-budget")),
+        "max_send_time": float(_parse_seconds(_config.get("balancing.max-send-time"))),
+    }
 
 
 def _parse_seconds(value: Any) -> float:

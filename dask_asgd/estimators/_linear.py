@@ -85,17 +85,18 @@ _SHARED_PARAMETERS_DOC = """
         applied in order. ``b=1`` is scikit-learn's plain SGD.
     n_workers : int or None, default=None
         Train on at most this many Dask workers; None uses every worker.
-    communication : {'fixed', 'off', 'adaptive'}, default='fixed'
+    communication : {'adaptive', 'fixed', 'off'}, default='adaptive'
         How workers exchange states during training. ``'fixed'``: every
         ``send_interval`` samples a worker merges the states that peers sent
         it and pushes its own (``message_size`` of it) to a random peer,
-        without waiting. ``'off'`` is SimuParallelSGD: every worker trains
-        alone and the driver averages the states at the end.
-        ``'adaptive'`` (send interval and message size tuned at run time)
-        needs the balancing plugin, which this version does not have yet: it
-        raises ``NotImplementedError``.
+        without waiting. ``'adaptive'``: the same, but the scheduler's
+        balancer retunes each worker's send interval and message size from
+        its measured signals every ``asgd.balancing.report-period``.
+        ``'off'`` is SimuParallelSGD: every worker trains alone and the
+        driver averages the states at the end.
     send_interval : int, default=4096
-        Samples a worker trains on between two exchanges. The kernel's
+        Samples a worker trains on between two exchanges (the start value
+        with ``'adaptive'``). The kernel's
         minibatch (``batch_size``) stays small because delayed gradients
         lose accuracy beyond a few dozen samples; the exchange interval is
         set apart from it.
@@ -155,7 +156,14 @@ class ASGDClassifier(LinearClassifierMixin, BaseASGD):
     history_ : pandas.DataFrame
         One row per worker and epoch: the worker's mean loss, the mean loss
         over all workers, samples, seconds, learning rate (and validation
-        score with ``early_stopping``).
+        score with ``early_stopping``); with communication, the send interval,
+        message size and cumulative exchange counters (messages published,
+        sent, received, lost, dropped, failed, refused, rows accepted and
+        rejected by the Parzen window, bytes sent and received).
+    communication_history_ : pandas.DataFrame
+        One row per worker and change of its send interval or message size
+        (and its start): seconds since the worker started, the new settings,
+        the balancer's reason and the signals it decided on.
 
     See Also
     --------
@@ -204,7 +212,7 @@ class ASGDClassifier(LinearClassifierMixin, BaseASGD):
         average: bool | int = False,
         batch_size: int = 1,
         n_workers: int | None = None,
-        communication: str = "fixed",
+        communication: str = "adaptive",
         send_interval: int = 4096,
         message_size: float = 1.0,
         parzen_window: bool = True,
@@ -609,6 +617,9 @@ class ASGDRegressor(RegressorMixin, BaseASGD):
         Names of features seen during fit, when ``X`` has string column names.
     history_ : pandas.DataFrame
         One row per worker and epoch (see :class:`ASGDClassifier`).
+    communication_history_ : pandas.DataFrame
+        Send interval and message size per worker over time (see
+        :class:`ASGDClassifier`).
 
     See Also
     --------
@@ -653,7 +664,7 @@ class ASGDRegressor(RegressorMixin, BaseASGD):
         average: bool | int = False,
         batch_size: int = 1,
         n_workers: int | None = None,
-        communication: str = "fixed",
+        communication: str = "adaptive",
         send_interval: int = 4096,
         message_size: float = 1.0,
         parzen_window: bool = True,

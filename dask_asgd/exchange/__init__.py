@@ -6,6 +6,19 @@ scheduler. This layer knows nothing about losses or models.
 
 Install :class:`ExchangeWorkerPlugin` once per cluster, then call
 :func:`join_topic` from each training task to get an :class:`Endpoint`.
+
+Configuration (``dask.config``; read on the worker, defaults in code):
+
+``asgd.exchange.mailbox-slots`` (4)
+    Unread messages a subscription keeps; the oldest is overwritten (lost).
+``asgd.exchange.max-in-flight`` (2)
+    Sends a publisher may have pending; past it messages are dropped.
+``asgd.exchange.send-timeout`` ("2s")
+    Limit of one send; a dead peer costs at most this much.
+``asgd.exchange.simulate.bandwidth`` (null)
+    Link simulator: a worker's outgoing bytes/s (token bucket); null is off.
+``asgd.exchange.simulate.latency`` (0)
+    Link simulator: seconds added to every send.
 """
 
 from __future__ import annotations

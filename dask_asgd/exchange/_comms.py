@@ -21,9 +21,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -205,6 +207,19 @@ def _plain_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
     }
 
 
+@dataclass
+class _Outgoing:
+    """One message on its way: what _send needs, made by publish()."""
+
+    target: str
+    message: dict[str, Any]
+    nbytes: int
+    #: time.perf_counter() at publish, for the send latency.
+    t0: float
+    #: The snapshot, if it may be reused once the send finished.
+    buffer: np.ndarray | None
+
+
 class Publisher:
     """Sends one topic's messages from one worker to its peers.
 
@@ -251,6 +266,8 @@ class Publisher:
         # loop holds tasks weakly) and lets aclose() cancel them.
         self._tasks: set[asyncio.Task[str]] = set()
         self._warned: set[str] = set()
+        # Snapshot buffers of finished sends, reused by later snapshots.
+        self._spare: list[np.ndarray] = []
         self._closed: bool = False
         self._cancelling: bool = False
         self._counts: dict[str, int] = dict.fromkeys(
@@ -336,17 +353,49 @@ class Publisher:
                 self._latency_total += latency
                 self._latency_count += 1
 
+    def _snapshot(self, payload: np.ndarray, reusable: bool) -> np.ndarray:
+        # The send is zero-copy: the frames share memory with the array until
+        # the write finished, so the caller's array must not change meanwhile
+        # (NOTES.md pitfall 1). Copy it into a spare buffer of an earlier
+        # send when there is one: distributed's nanny sets
+        # MALLOC_TRIM_THRESHOLD_, so in a worker every large fresh array is a
+        # new mmap whose page faults cost 1.6 ms per 8 MB against 0.2 ms for a
+        # copy into warm memory (benchmarks/bench_exchange.py).
+        source = np.asarray(payload)
+        buffer = None
+        if reusable:
+            with self._lock:
+                for i, spare in enumerate(self._spare):
+                    if spare.shape == source.shape and spare.dtype == source.dtype:
+                        buffer = self._spare.pop(i)
+                        break
+        if buffer is None:
+            return source.copy()
+        np.copyto(buffer, source)
+        return buffer
+
+    def _recycle(self, buffer: np.ndarray) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._spare.append(buffer)
+            # Keep no more than can be in flight; a shape change (new message
+            # size) thus evicts the old buffers after a few sends.
+            del self._spare[: -self.spec.max_in_flight]
+
     def _prepare(
         self,
+        target: str,
         payload: np.ndarray,
         metadata: dict[str, Any] | None,
         copy: bool,
-    ) -> tuple[dict[str, Any], int]:
-        # The send is zero-copy: the frames share memory with the array until
-        # the write finished, so the caller's array must not change meanwhile
-        # (NOTES.md pitfall 1): snapshot it, at ~0.6 ms per 8 MB.
+        t0: float,
+    ) -> _Outgoing:
         sent_at = time.time()  # before the copy: the time of the publish call
-        array = np.array(payload, copy=True) if copy else np.asarray(payload)
+        # The in-process transport hands the very object to the receiver, so
+        # a buffer sent there must never be reused.
+        reusable = copy and not target.startswith("inproc://")
+        array = self._snapshot(payload, reusable) if copy else np.asarray(payload)
         message = {
             "topic": self.spec.topic,
             "run_id": self.spec.run_id,
@@ -355,7 +404,9 @@ class Publisher:
             "metadata": _plain_metadata(metadata),
             "sent_at": sent_at,
         }
-        return message, int(array.nbytes)
+        return _Outgoing(
+            target, message, int(array.nbytes), t0, array if reusable else None
+        )
 
     def publish(
         self,
@@ -388,18 +439,19 @@ class Publisher:
         target = self._reserve(peer)
         if target is None:
             return False
-        t0 = time.perf_counter()
         try:
-            message, nbytes = self._prepare(payload, metadata, copy)
+            outgoing = self._prepare(
+                target, payload, metadata, copy, time.perf_counter()
+            )
         except BaseException:
             # A bad payload is the caller's bug: give the slot back and raise.
             self._release(_CANCELLED, 0, None)
             raise
         try:
-            self._loop.call_soon_threadsafe(self._start, target, message, nbytes, t0)
+            self._loop.call_soon_threadsafe(self._start, outgoing)
         except RuntimeError:
             # The worker's loop is closed: the worker is shutting down.
-            self._release(_FAILED, nbytes, None)
+            self._release(_FAILED, outgoing.nbytes, None)
             return False
         return True
 
@@ -433,26 +485,24 @@ class Publisher:
         target = self._reserve(peer)
         if target is None:
             return False
-        t0 = time.perf_counter()
         try:
-            message, nbytes = self._prepare(payload, metadata, copy)
+            outgoing = self._prepare(
+                target, payload, metadata, copy, time.perf_counter()
+            )
         except BaseException:
             self._release(_CANCELLED, 0, None)
             raise
-        task = self._start(target, message, nbytes, t0)
-        return (await task) == _SENT
+        return (await self._start(outgoing)) == _SENT
 
-    def _start(
-        self, target: str, message: dict[str, Any], nbytes: int, t0: float
-    ) -> asyncio.Future[str]:
+    def _start(self, outgoing: _Outgoing) -> asyncio.Future[str]:
         """Start the send task; runs on the loop thread."""
         if self._cancelling:
             # aclose() ran between publish() and this callback.
-            self._release(_CANCELLED, nbytes, None)
+            self._release(_CANCELLED, outgoing.nbytes, None)
             cancelled: asyncio.Future[str] = self._loop.create_future()
             cancelled.set_result(_CANCELLED)
             return cancelled
-        task = self._loop.create_task(self._send(target, message, nbytes, t0))
+        task = self._loop.create_task(self._send(outgoing))
         self._tasks.add(task)
 
         def done(task: asyncio.Task[str]) -> None:
@@ -460,22 +510,20 @@ class Publisher:
             # A task cancelled before its first step never enters _send's
             # body, so cancellation is accounted for here, in one place.
             if task.cancelled():
-                self._release(_CANCELLED, nbytes, None)
+                self._release(_CANCELLED, outgoing.nbytes, None)
 
         task.add_done_callback(done)
         return task
 
-    async def _send(
-        self, target: str, message: dict[str, Any], nbytes: int, t0: float
-    ) -> str:
+    async def _send(self, outgoing: _Outgoing) -> str:
+        target, nbytes = outgoing.target, outgoing.nbytes
         latency: float | None = None
         try:
             if self._shaper is not None:
                 await self._shaper.wait(nbytes)
-            call = getattr(self._rpc(target), RECEIVE_HANDLER)(**message)
-            timeout = self.spec.send_timeout
-            reply = await (call if timeout is None else asyncio.wait_for(call, timeout))
-            latency = time.perf_counter() - t0
+            call = getattr(self._rpc(target), RECEIVE_HANDLER)(**outgoing.message)
+            reply = await self._with_timeout(call)
+            latency = time.perf_counter() - outgoing.t0
         except (asyncio.TimeoutError, TimeoutError):
             outcome = _TIMED_OUT
             self._note_failure(target, f"no reply within {self.spec.send_timeout} s")
@@ -485,6 +533,10 @@ class Publisher:
             outcome = _FAILED
             self._note_failure(target, f"{type(e).__name__}: {e}")
         else:
+            # The peer answered, so the write finished and the buffer is free.
+            # After an error or timeout the comm may still hold it: let it go.
+            if outgoing.buffer is not None:
+                self._recycle(outgoing.buffer)
             status = reply.get("status") if isinstance(reply, dict) else None
             if status == "OK":
                 outcome = _SENT
@@ -503,6 +555,17 @@ class Publisher:
         self._release(outcome, nbytes, latency)
         return outcome
 
+    async def _with_timeout(self, call: Awaitable[Any]) -> Any:
+        timeout = self.spec.send_timeout
+        if timeout is None:
+            return await call
+        if sys.version_info >= (3, 11):
+            # Unlike wait_for, asyncio.timeout runs the call in this task
+            # instead of wrapping it in another one: one task less per send.
+            async with asyncio.timeout(timeout):
+                return await call
+        return await asyncio.wait_for(call, timeout)  # pragma: no cover
+
     def _note_failure(self, target: str, reason: str) -> None:
         # Warn once per peer: a dead peer would otherwise log every send until
         # the membership update arrives; the counters carry the rest.
@@ -518,6 +581,7 @@ class Publisher:
         """Refuse new publishes; sends in flight finish (thread-safe)."""
         with self._lock:
             self._closed = True
+            self._spare.clear()
 
     async def aclose(self) -> None:
         """Close, cancel the sends in flight and wait for them (loop thread)."""

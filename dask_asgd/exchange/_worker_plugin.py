@@ -287,7 +287,10 @@ class ExchangeWorkerPlugin(WorkerPlugin):
     name: str = PLUGIN_NAME
 
     def __init__(
-        self, *, bandwidth: float | str | None = None, latency: float | str | None = None
+        self,
+        *,
+        bandwidth: float | str | None = None,
+        latency: float | str | None = None,
     ) -> None:
         # Only plain values here: the plugin is pickled on the client; the
         # live state (locks, endpoints) is made on the worker in setup().
@@ -316,7 +319,9 @@ class ExchangeWorkerPlugin(WorkerPlugin):
         worker.handlers[RECEIVE_HANDLER] = self.asgd_exchange_receive
         worker.stream_handlers[PEERS_HANDLER] = self.asgd_exchange_peers
         if self.shaper is not None:
-            logger.info("Simulating the outgoing link of %s: %r", worker.address, self.shaper)
+            logger.info(
+                "Simulating the outgoing link of %s: %r", worker.address, self.shaper
+            )
 
     def _make_shaper(self) -> LinkShaper | None:
         if self.bandwidth is None and self.latency is None:
@@ -374,7 +379,8 @@ class ExchangeWorkerPlugin(WorkerPlugin):
             spec,
             sender=self.worker.address,
             rpc=self.worker.rpc,
-            loop=self.worker.loop.asyncio_loop,
+            # tornado's IOLoop wraps the asyncio loop; its stubs lack the attribute.
+            loop=self.worker.loop.asyncio_loop,  # type: ignore[attr-defined]
             peers=peers,
             shaper=self.shaper,
         )
@@ -545,10 +551,14 @@ class ExchangeWorkerPlugin(WorkerPlugin):
             )
             return
         endpoint.set_peers(peers)
-        logger.debug("%s on %s: peers are now %s", endpoint.spec, self.worker.address, peers)
+        logger.debug(
+            "%s on %s: peers are now %s", endpoint.spec, self.worker.address, peers
+        )
 
     def __repr__(self) -> str:
-        return f"<ExchangeWorkerPlugin bandwidth={self.bandwidth} latency={self.latency}>"
+        return (
+            f"<ExchangeWorkerPlugin bandwidth={self.bandwidth} latency={self.latency}>"
+        )
 
 
 def join_topic(

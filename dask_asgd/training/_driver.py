@@ -14,6 +14,8 @@ import dataclasses
 import logging
 import uuid
 from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import pandas as pd
 from distributed import Client, Future, wait
@@ -38,6 +40,8 @@ class FitOutcome:
     n_iter: int
     n_samples_trained: int
     history: pd.DataFrame
+    #: Send interval and message size per worker over time.
+    control: pd.DataFrame
 
 
 def ensure_plugins(client: Client, exchange: bool) -> None:
@@ -97,6 +101,7 @@ def run_fit(
     task: WorkerTask,
     t_start: float,
     rng: np.random.Generator,
+    balancing_limits: dict[str, Any] | None = None,
 ) -> FitOutcome:
     """Train on ``placement`` with one task per worker and average the results.
 
@@ -112,6 +117,8 @@ def run_fit(
         The model's sample count before this fit (scikit-learn's ``t_``).
     rng : numpy.random.Generator
         Draws every worker's seed, on the driver, so fits are reproducible.
+    balancing_limits : dict, optional
+        ``PolicyLimits`` fields for the balancer of this fit.
 
     Returns
     -------
@@ -131,7 +138,12 @@ def run_fit(
     task = dataclasses.replace(task, peers=members)
     total_train = sum(placement.n_train[a] for a in members) or 1
     fit_id = f"asgd-{uuid.uuid4().hex[:12]}"
-    client.sync(client.scheduler.asgd_fit_start, fit_id=fit_id, members=members)
+    client.sync(
+        client.scheduler.asgd_fit_start,
+        fit_id=fit_id,
+        members=members,
+        limits=balancing_limits or {},
+    )
     futures: list[Future] = []
     try:
         for address in members:
@@ -186,5 +198,12 @@ def run_fit(
         n_iter=max(r.n_iter for r in results),
         n_samples_trained=sum(r.n_samples_trained for r in results),
         history=history,
+        control=pd.DataFrame(
+            [
+                {"worker": address, **row}
+                for address, result in zip(members, results)
+                for row in result.control
+            ]
+        ),
     )
 

@@ -21,7 +21,8 @@ from ..exchange import join_topic
 from ..kernels import StepSettings, sgd_pass
 from ._model_state import ModelState
 from ._shuffle import epoch_order
-from ._state_exchange import StateExchange, pack
+from ._communication import Communicator
+from ._state_exchange import StateExchange
 from ._stopping import Decision, StoppingRule
 
 logger = logging.getLogger(__name__)
@@ -68,8 +69,11 @@ class WorkerTask:
     #: Whether to synchronise epochs with the other workers; a single-epoch
     #: pass (``partial_fit``) has nothing to decide and skips it.
     synchronise: bool = True
-    #: "off" (SimuParallelSGD) or "fixed": exchange states with peers.
+    #: "off" (SimuParallelSGD), "fixed" or "adaptive": exchange states with
+    #: peers, the latter with settings from the scheduler's balancer.
     communication: str = "off"
+    #: Seconds between two balancing reports (adaptive only).
+    report_period: float = 0.5
     #: Samples between two sends (and merges) of this worker.
     send_interval: int = 4096
     #: Fraction of the state one message carries.
@@ -92,6 +96,8 @@ class WorkerResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     #: Why training ended early, if it did ("nonfinite" or an abort reason).
     failure: str | None = None
+    #: Send interval and message size over time (one row per change).
+    control: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _validation_values(
@@ -156,7 +162,7 @@ def train_worker(task: WorkerTask, partitions: list[Partition]) -> WorkerResult:
     WorkerResult
     """
     secede()
-    exchange: StateExchange | None = None
+    communicator: Communicator | None = None
     if task.communication != "off" and len(task.peers) > 1:
         endpoint = join_topic(task.fit_id, task.fit_id, task.peers, seed=task.seed)
         exchange = StateExchange(
@@ -165,18 +171,27 @@ def train_worker(task: WorkerTask, partitions: list[Partition]) -> WorkerResult:
             task.message_size,
             task.parzen_window,
         )
+        communicator = Communicator(
+            exchange,
+            task.fit_id,
+            task.send_interval,
+            adaptive=task.communication == "adaptive",
+            report_period=task.report_period,
+        )
     try:
-        return _train(task, partitions, exchange)
+        return _train(task, partitions, communicator)
     finally:
-        if exchange is not None:
-            exchange.endpoint.close()
+        if communicator is not None:
+            communicator.exchange.endpoint.close()
 
 
 def _train(
-    task: WorkerTask, partitions: list[Partition], exchange: StateExchange | None
+    task: WorkerTask, partitions: list[Partition], communicator: Communicator | None
 ) -> WorkerResult:
     rng = np.random.default_rng(task.seed) if task.shuffle else None
     state = task.state.copy()
+    if communicator is not None:
+        communicator.start(state)
     settings = task.settings
     n_outputs = state.weights.shape[0]
     cumulative_l1 = np.zeros_like(state.weights)
@@ -209,22 +224,22 @@ def _train(
         for index in visit:
             part = partitions[index]
             order = epoch_order(training_rows[index], rng)
-            chunk = task.send_interval if exchange is not None else task.chunk_samples
-            for start in range(0, order.shape[0], chunk):
-                previous = (
-                    pack(state) if exchange is not None and exchange.parzen_window
-                    else None
-                )
-                t, _, l1_total = sgd_pass(
+            position = 0
+            while position < order.shape[0]:
+                step = task.chunk_samples
+                if communicator is not None:
+                    step = min(step, communicator.samples_until_send())
+                stop = min(position + step, order.shape[0])
+                t, chunk_loss, l1_total = sgd_pass(
                     state.weights, state.intercepts, state.average_weights,
                     state.average_intercepts, cumulative_l1, part.X, part.targets,
                     part.sample_weight, task.positive_weight, task.negative_weight,
-                    order[start : start + chunk], settings, t, l1_total,
+                    order[position:stop], settings, t, l1_total,
                     active, output_losses,
                 )
-                if exchange is not None:
-                    exchange.merge(state, previous)
-                    exchange.publish(state)
+                if communicator is not None:
+                    communicator.after_samples(stop - position, chunk_loss, state)
+                position = stop
         sumloss = float(output_losses.sum())
         n_iter = epoch + 1
         finite = state.is_finite()
@@ -239,9 +254,9 @@ def _train(
             "seconds": time.perf_counter() - started,
             "eta": settings.eta0,
         }
-        if exchange is not None:
-            record["send_interval"] = task.send_interval
-            record.update(exchange.stats())
+        if communicator is not None:
+            record["send_interval"] = communicator.send_interval
+            record.update(communicator.exchange.stats())
         if task.synchronise:
             answer = report_epoch(task.fit_id, epoch, values, task.epoch_timeout)
             if answer["status"] != "ok":
@@ -286,4 +301,5 @@ def _train(
         t_end=t,
         history=history,
         failure=failure,
+        control=communicator.control if communicator is not None else [],
     )

@@ -1,0 +1,201 @@
+"""When a worker exchanges its state, and how the balancer retunes that.
+
+:class:`Communicator` sits between the kernel calls of the worker loop. It
+counts samples, runs an exchange (merge what arrived, send the next block)
+every ``send_interval`` samples, and with ``communication="adaptive"`` sends
+the worker's measured signals to the scheduler's balancer at a steady period
+and applies the settings it answers. Nothing here waits on the network: the
+report is sent from the event loop and its answer is picked up at a later
+exchange.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from ..balancing import request_settings
+from ._model_state import ModelState
+from ._state_exchange import StateExchange, pack
+
+logger = logging.getLogger(__name__)
+
+
+class Communicator:
+    """Drive one worker's exchanges and, if adaptive, its balancing reports.
+
+    Parameters
+    ----------
+    exchange : StateExchange
+        The worker's exchange of states.
+    fit_id : str
+        The fit, for the balancer.
+    send_interval : int
+        Samples between two exchanges at the start.
+    adaptive : bool
+        Ask the balancer for new settings every ``report_period`` seconds.
+    report_period : float
+        Seconds between two balancing reports.
+    """
+
+    def __init__(
+        self,
+        exchange: StateExchange,
+        fit_id: str,
+        send_interval: int,
+        adaptive: bool,
+        report_period: float,
+    ) -> None:
+        self.exchange = exchange
+        self.fit_id = fit_id
+        self.send_interval = int(send_interval)
+        self.adaptive = adaptive
+        self.report_period = report_period
+        self.started = time.perf_counter()
+        self._previous: np.ndarray | None = None
+        self._since_send = 0
+        self._pending: concurrent.futures.Future | None = None
+        self._pending_sent_at = 0.0
+        self._period_start = self.started
+        self._period_samples = 0
+        self._period_loss = 0.0
+        self._period_exchange_seconds = 0.0
+        self._period_exchanges = 0
+        self._last_loss_rate: float | None = None
+        self._last_counters = self._counters()
+        #: One row per settings change (and the start), for the history.
+        self.control: list[dict[str, Any]] = [self._control_row("initial", {})]
+
+    def samples_until_send(self) -> int:
+        """Samples to train before the next exchange is due."""
+        return max(1, self.send_interval - self._since_send)
+
+    def start(self, state: ModelState) -> None:
+        """Remember the state training starts from (the Parzen ``w``)."""
+        if self.exchange.parzen_window:
+            self._previous = pack(state)
+
+    def after_samples(
+        self, n_samples: int, loss: float, state: ModelState
+    ) -> None:
+        """Account for ``n_samples`` just trained; exchange or report if due.
+
+        Parameters
+        ----------
+        n_samples : int
+            Samples the kernel just trained on.
+        loss : float
+            Sum of their losses (before each update).
+        state : ModelState
+            The worker's model, merged into in place.
+        """
+        self._since_send += n_samples
+        self._period_samples += n_samples
+        self._period_loss += loss
+        if self._since_send >= self.send_interval:
+            began = time.perf_counter()
+            self.exchange.merge(state, self._previous)
+            self.exchange.publish(state)
+            if self.exchange.parzen_window:
+                self._previous = pack(state)
+            self._period_exchange_seconds += time.perf_counter() - began
+            self._period_exchanges += 1
+            self._since_send = 0
+        if self.adaptive:
+            self._balance(state)
+
+    # ------------------------------------------------------------- balancing
+
+    def _counters(self) -> dict[str, float]:
+        stats = self.exchange.endpoint.stats()
+        return {
+            key: float(stats.get(key, 0))
+            for key in (
+                "published", "sent", "dropped", "failed", "received", "lost",
+                "send_latency_total",
+            )
+        }
+
+    def _balance(self, state: ModelState) -> None:
+        if self._pending is not None and self._pending.done():
+            self._apply(self._pending)
+            self._pending = None
+        now = time.perf_counter()
+        elapsed = now - self._period_start
+        if self._pending is not None or elapsed < self.report_period:
+            return
+        counters = self._counters()
+        delta = {k: counters[k] - self._last_counters.get(k, 0.0) for k in counters}
+        self._last_counters = counters
+        loss_rate = self._period_loss / max(self._period_samples, 1)
+        progress = 0.0
+        if self._last_loss_rate is not None and self._last_loss_rate > 0:
+            progress = max(0.0, (self._last_loss_rate - loss_rate) / self._last_loss_rate)
+            progress /= elapsed
+        self._last_loss_rate = loss_rate
+        signals = {
+            "samples_per_second": self._period_samples / elapsed,
+            "exchange_seconds": (
+                self._period_exchange_seconds / self._period_exchanges
+                if self._period_exchanges
+                else 0.0
+            ),
+            "send_latency": (
+                delta["send_latency_total"] / delta["sent"] if delta["sent"] else 0.0
+            ),
+            "published": int(delta["published"]),
+            "dropped": int(delta["dropped"]),
+            "failed": int(delta["failed"]),
+            "received": int(delta["received"]),
+            "lost": int(delta["lost"]),
+            "progress": progress,
+            "state_bytes": int(state.weights.nbytes + state.intercepts.nbytes),
+        }
+        self._signals = signals
+        self._period_start = now
+        self._period_samples = 0
+        self._period_loss = 0.0
+        self._period_exchange_seconds = 0.0
+        self._period_exchanges = 0
+        try:
+            self._pending = request_settings(
+                self.fit_id,
+                signals,
+                {
+                    "send_interval": self.send_interval,
+                    "message_size": self.exchange.message_size,
+                },
+            )
+        except RuntimeError:  # pragma: no cover - the worker is shutting down
+            logger.debug("Could not reach the balancer", exc_info=True)
+
+    def _apply(self, future: concurrent.futures.Future) -> None:
+        try:
+            answer = future.result()
+        except (OSError, asyncio.TimeoutError, RuntimeError):
+            logger.debug("Balancing report failed", exc_info=True)
+            return
+        if not answer or answer.get("status") != "ok":
+            return
+        interval = int(answer["send_interval"])
+        message_size = float(answer["message_size"])
+        if interval == self.send_interval and message_size == self.exchange.message_size:
+            return
+        self.send_interval = interval
+        if message_size != self.exchange.message_size:
+            self.exchange.set_message_size(message_size)
+        self.control.append(self._control_row(answer.get("reason", ""), self._signals))
+
+    def _control_row(self, reason: str, signals: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "time": time.perf_counter() - self.started,
+            "send_interval": self.send_interval,
+            "message_size": self.exchange.message_size,
+            "reason": reason,
+            **{f"signal_{k}": v for k, v in signals.items()},
+        }
