@@ -106,3 +106,18 @@ def connect() -> Iterator[distributed.Client]:
     except ValueError:
         client = embedded_client()
     yield client
+
+
+def remove_plugins(client: distributed.Client) -> None:
+    """Uninstall dask-asgd's scheduler and worker plugins from ``client``'s cluster.
+
+    Fits install them once per cluster and keep them for later fits; call
+    this on a long-lived cluster to leave no handler behind.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    """
+    from .training import remove_plugins as _remove
+
+    _remove(client)

@@ -173,3 +173,24 @@ def test_fit_on_cli_started_cluster(data):
             assert len(last) == 2
             assert (last["messages_received"] > 0).all()
             assert_fit_left_nothing(client)
+
+
+def test_remove_plugins_leaves_no_handler(three_workers, data):
+    from dask_asgd.backends import remove_plugins
+
+    X, y = data
+    with three_workers.as_current():
+        ASGDClassifier(random_state=0, max_iter=2, tol=None).fit(X, y)
+    remove_plugins(three_workers)
+
+    def asgd_handlers(dask_worker=None, dask_scheduler=None):
+        server = dask_worker or dask_scheduler
+        names = list(server.handlers) + list(server.stream_handlers)
+        return [name for name in names if name.startswith("asgd")]
+
+    assert three_workers.run_on_scheduler(asgd_handlers) == []
+    assert all(names == [] for names in three_workers.run(asgd_handlers).values())
+    # The next fit installs them again.
+    with three_workers.as_current():
+        model = ASGDClassifier(random_state=0, max_iter=2, tol=None).fit(X, y)
+    assert model.history_["worker"].nunique() == 3

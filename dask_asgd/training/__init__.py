@@ -1,6 +1,6 @@
 """The fit driver and the per-worker training loop."""
 
-from ._driver import FitOutcome, ensure_plugins, run_fit
+from ._driver import FitOutcome, ensure_plugins, remove_plugins, run_fit
 from ._placement import (
     DaskRows,
     InMemoryRows,
@@ -23,6 +23,7 @@ __all__ = [
     "WorkerTask",
     "cluster_workers",
     "ensure_plugins",
+    "remove_plugins",
     "run_fit",
     "scatter_in_memory",
     "train_worker",

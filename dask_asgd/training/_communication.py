@@ -67,6 +67,7 @@ class Communicator:
         self._period_exchange_seconds = 0.0
         self._period_exchanges = 0
         self._last_loss_rate: float | None = None
+        self._latency = 0.0
         self._last_counters = self._counters()
         #: One row per settings change (and the start), for the history.
         self.control: list[dict[str, Any]] = [self._control_row("initial", {})]
@@ -117,7 +118,7 @@ class Communicator:
             key: float(stats.get(key, 0))
             for key in (
                 "published", "sent", "dropped", "failed", "received", "lost",
-                "send_latency_total",
+                "send_latency_total", "in_flight",
             )
         }
 
@@ -131,6 +132,12 @@ class Communicator:
             return
         counters = self._counters()
         delta = {k: counters[k] - self._last_counters.get(k, 0.0) for k in counters}
+        if delta["sent"] > 0:
+            self._latency = delta["send_latency_total"] / delta["sent"]
+        elif counters["in_flight"] > 0:
+            # Nothing arrived this period although messages are on the way:
+            # they have taken at least the whole period so far.
+            self._latency = max(self._latency, elapsed)
         self._last_counters = counters
         loss_rate = self._period_loss / max(self._period_samples, 1)
         progress = 0.0
@@ -145,9 +152,7 @@ class Communicator:
                 if self._period_exchanges
                 else 0.0
             ),
-            "send_latency": (
-                delta["send_latency_total"] / delta["sent"] if delta["sent"] else 0.0
-            ),
+            "send_latency": self._latency,
             "published": int(delta["published"]),
             "dropped": int(delta["dropped"]),
             "failed": int(delta["failed"]),

@@ -68,6 +68,28 @@ def ensure_plugins(client: Client, exchange: bool) -> None:
         )
 
 
+def remove_plugins(client: Client) -> None:
+    """Uninstall dask-asgd's plugins and handlers from the client's cluster.
+
+    Fits install them on first use and leave them for the next fit; call this
+    to leave no trace of dask-asgd on a long-lived cluster. Running fits are
+    aborted.
+    """
+
+    async def remove_scheduler_plugin(dask_scheduler: Any) -> None:
+        plugin = dask_scheduler.plugins.get(PLUGIN_NAME)
+        if plugin is not None:
+            await plugin.close()
+            dask_scheduler.remove_plugin(name=PLUGIN_NAME)
+
+    client.run_on_scheduler(remove_scheduler_plugin)
+    registered = client.run_on_scheduler(
+        lambda dask_scheduler: EXCHANGE_PLUGIN_NAME in dask_scheduler.worker_plugins
+    )
+    if registered:
+        client.unregister_worker_plugin(EXCHANGE_PLUGIN_NAME)
+
+
 def _average(results: list[WorkerResult]) -> ModelState:
     weights = np.array([r.n_samples_trained for r in results], dtype=np.float64)
     if weights.sum() <= 0:

@@ -1,0 +1,114 @@
+"""The scheduler plugin on an in-process cluster (gen_cluster)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from distributed.protocol.pickle import dumps
+from distributed.utils_test import async_poll_for, gen_cluster
+
+from dask_asgd.balancing import ASGDSchedulerPlugin
+
+SIGNALS = dict(
+    samples_per_second=4e6,
+    exchange_seconds=0.0005,
+    send_latency=0.2,  # a slow link for an 8 MB state
+    published=20,
+    received=20,
+    state_bytes=8 * 1024 * 1024,
+)
+
+
+async def install(c):
+    await c.scheduler.register_scheduler_plugin(
+        plugin=dumps(ASGDSchedulerPlugin()), name="asgd", idempotent=True
+    )
+
+
+@gen_cluster(client=True, nthreads=[("", 1), ("", 1)])
+async def test_membership_stats_in_settings_out(c, s, a, b):
+    await install(c)
+    await install(c)  # idempotent: the same plugin object stays
+    plugin = s.plugins["asgd"]
+    assert {"asgd_fit_start", "asgd_epoch_report", "asgd_balance"} <= set(s.handlers)
+    await c.scheduler.asgd_fit_start(
+        fit_id="fit-1", members=[a.address, b.address], limits={"min_send_interval": 512}
+    )
+    assert plugin.fits["fit-1"].members == {a.address, b.address}
+
+    answer = await a.scheduler.asgd_balance(
+        fit_id="fit-1",
+        member=a.address,
+        signals=SIGNALS,
+        settings={"send_interval": 4096, "message_size": 1.0},
+    )
+    assert answer["status"] == "ok"
+    # 0.2 s per message: the law sends smaller messages less often.
+    assert answer["message_size"] < 1.0 or answer["send_interval"] > 4096
+    assert answer["send_interval"] >= 512
+    events = [event for _, event in s.get_events("asgd")]
+    assert any(e.get("action") == "settings" and e["worker"] == a.address for e in events)
+
+    # The epoch barrier sums the members' values and answers both.
+    first, second = await asyncio.gather(
+        a.scheduler.asgd_epoch_report(
+            fit_id="fit-1", member=a.address, epoch=0, values={"loss": 1.5}, timeout=5
+        ),
+        b.scheduler.asgd_epoch_report(
+            fit_id="fit-1", member=b.address, epoch=0, values={"loss": 2.0}, timeout=5
+        ),
+    )
+    assert first == second == {"status": "ok", "totals": {"loss": 3.5}}
+
+    # A stranger is refused.
+    foreign = await c.scheduler.asgd_balance(
+        fit_id="fit-1", member="tcp://nowhere:1", signals=SIGNALS,
+        settings={"send_interval": 4096, "message_size": 1.0},
+    )
+    assert foreign["status"] == "aborted"
+
+    await c.scheduler.asgd_fit_end(fit_id="fit-1")
+    assert plugin.fits == {}
+
+
+@gen_cluster(client=True, nthreads=[("", 1), ("", 1)])
+async def test_worker_leaving_aborts_the_fit(c, s, a, b):
+    await install(c)
+    await c.scheduler.asgd_fit_start(fit_id="fit-2", members=[a.address, b.address])
+    waiting = asyncio.ensure_future(
+        a.scheduler.asgd_epoch_report(
+            fit_id="fit-2", member=a.address, epoch=0, values={"loss": 1.0}, timeout=30
+        )
+    )
+    await async_poll_for(lambda: s.plugins["asgd"].fits["fit-2"].reports[0], timeout=5)
+    await b.close()
+    answer = await asyncio.wait_for(waiting, 5)
+    assert answer == {"status": "aborted", "reason": f"worker-lost:{b.address}"}
+    events = [event for _, event in s.get_events("asgd")]
+    assert {"action": "worker-lost", "fit_id": "fit-2", "worker": b.address} in events
+    await c.scheduler.asgd_fit_end(fit_id="fit-2")
+
+
+@gen_cluster(client=True, nthreads=[("", 1)])
+async def test_epoch_timeout_aborts(c, s, a):
+    await install(c)
+    await c.scheduler.asgd_fit_start(fit_id="fit-3", members=[a.address])
+    s.plugins["asgd"].fits["fit-3"].members.add("tcp://missing:1")
+    answer = await a.scheduler.asgd_epoch_report(
+        fit_id="fit-3", member=a.address, epoch=0, values={"loss": 1.0}, timeout=0.2
+    )
+    assert answer["status"] == "aborted"
+    assert "did not report" in answer["reason"]
+
+
+@gen_cluster(client=True, nthreads=[("", 1)])
+async def test_closing_the_plugin_removes_its_handlers(c, s, a):
+    await install(c)
+
+    async def remove(dask_scheduler):
+        plugin = dask_scheduler.plugins["asgd"]
+        await plugin.close()
+        dask_scheduler.remove_plugin(name="asgd")
+
+    await c.run_on_scheduler(remove)
+    assert not [name for name in s.handlers if name.startswith("asgd_")]
