@@ -8,10 +8,16 @@ the end). For each number of epochs ``e`` a fresh fit with ``max_iter=e``
 (``tol=None``) is made, and the full training objective of the *final*
 (averaged) model is measured: mean log loss plus the L2 penalty.
 
+``--skew`` makes the partitions non-identically distributed, as data split by
+source often is: rows are ordered so that each worker's share holds mostly one
+class (the given fraction), and every mode runs with ``shuffle=False`` so the
+rows stay with that worker.
+
 Usage::
 
     python benchmarks/bench_convergence.py                 # 2,000,000 x 100
     python benchmarks/bench_convergence.py --rows 200000 --epochs 4   # quick
+    python benchmarks/bench_convergence.py --skew 0.8                 # non-IID
 """
 
 from __future__ import annotations
@@ -35,6 +41,31 @@ def objective(model: ASGDClassifier, X: np.ndarray, y: np.ndarray) -> float:
     return float(data_term + 0.5 * model.alpha * np.dot(model.coef_[0], model.coef_[0]))
 
 
+def skewed_order(
+    X: np.ndarray, y: np.ndarray, n_workers: int, majority: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Order rows so that worker ``i``'s contiguous share is mostly class ``i % 2``.
+
+    Without shuffling, the estimator gives each worker one contiguous block,
+    so each block here holds ``majority`` of one class and the rest of the
+    other, like data partitioned by source.
+    """
+    rng = np.random.default_rng(0)
+    pools = [list(rng.permutation(np.flatnonzero(y == c))) for c in (0, 1)]
+    share = y.shape[0] // n_workers
+    rows: list[int] = []
+    for worker in range(n_workers):
+        main, other = worker % 2, 1 - worker % 2
+        n_main = min(int(share * majority), len(pools[main]))
+        n_other = min(share - n_main, len(pools[other]))
+        block = pools[main][:n_main] + pools[other][:n_other]
+        del pools[main][:n_main], pools[other][:n_other]
+        rows.extend(rng.permutation(block).tolist())
+    rows.extend(pools[0] + pools[1])
+    order = np.asarray(rows)
+    return X[order], y[order]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=2_000_000)
@@ -43,15 +74,24 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--send-interval", type=int, default=4096)
     parser.add_argument("--alpha", type=float, default=1e-4)
+    parser.add_argument(
+        "--skew", type=float, default=None,
+        help="share of each worker's rows from its majority class (e.g. 0.8)",
+    )
     args = parser.parse_args()
 
     X, y = make_classification(
         args.rows, args.features, n_informative=args.features // 5, random_state=0
     )
+    shuffle = True
+    if args.skew is not None:
+        X, y = skewed_order(X, y, args.workers, args.skew)
+        shuffle = False
     print(
         f"data: make_classification({args.rows}, {args.features}), "
         f"{args.workers} workers (threads of one process), log_loss, "
-        f"alpha={args.alpha}, send_interval={args.send_interval}"
+        f"alpha={args.alpha}, send_interval={args.send_interval}, "
+        f"partitions: {'skewed ' + str(args.skew) if args.skew else 'shuffled'}"
     )
     modes = {
         "off": {"communication": "off"},
@@ -61,6 +101,7 @@ def main() -> None:
             "send_interval": args.send_interval,
             "parzen_window": False,
         },
+        "adaptive": {"communication": "adaptive", "send_interval": args.send_interval},
     }
     table: dict[str, list[tuple[float, float]]] = {mode: [] for mode in modes}
     with LocalCluster(
@@ -71,7 +112,7 @@ def main() -> None:
             for mode, extra in modes.items():
                 model = ASGDClassifier(
                     loss="log_loss", alpha=args.alpha, max_iter=epochs, tol=None,
-                    random_state=0, **extra,
+                    random_state=0, shuffle=shuffle, **extra,
                 )
                 started = time.perf_counter()
                 model.fit(X, y)

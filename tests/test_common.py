@@ -20,8 +20,13 @@ def _expected_failed_checks(estimator):
     }
 
 
+# Ten epochs, not scikit-learn's five: after five epochs of the 'optimal'
+# schedule on the check's 300-row blobs, accuracy lands either side of the
+# check's 0.83 threshold depending on the shuffle seed (measured over seeds
+# 0-5: SGDClassifier 0.85-0.94, ours 0.82-0.93). After ten it is 0.89-0.94
+# for both over seeds 0-11, so the check tests the estimator, not seed luck.
 @parametrize_with_checks(
-    [ASGDClassifier(max_iter=5), ASGDRegressor(max_iter=5)],
+    [ASGDClassifier(max_iter=10), ASGDRegressor(max_iter=10)],
     expected_failed_checks=_expected_failed_checks,
 )
 def test_sklearn_compatible_estimator(estimator, check):

@@ -129,12 +129,21 @@ class ASGDSchedulerPlugin(SchedulerPlugin):
         )
         self._log(action="fit-start", fit_id=fit_id, members=list(members))
 
-    def fit_end(self, fit_id: str) -> None:
-        """Handler: forget a fit (idempotent); releases members still waiting."""
+    def fit_end(self, fit_id: str) -> str | None:
+        """Handler: forget a fit (idempotent); releases members still waiting.
+
+        Returns
+        -------
+        str or None
+            Why the fit was aborted before it ended, if it was.
+        """
         fit = self.fits.pop(fit_id, None)
-        if fit is not None:
-            self._abort(fit, "the fit ended")
-            self._log(action="fit-end", fit_id=fit_id)
+        if fit is None:
+            return None
+        reason = fit.aborted
+        self._abort(fit, "the fit ended")
+        self._log(action="fit-end", fit_id=fit_id)
+        return reason
 
     async def epoch_report(
         self,

@@ -130,7 +130,7 @@ class ASGDClassifier(LinearClassifierMixin, BaseASGD):
 
     Parameters
     ----------
-    loss : {{'hinge', 'log_loss', 'modified_huber', 'squared_hinge', \\
+    loss : {{'hinge', 'log_loss', 'modified_huber', 'squared_hinge', \
             'perceptron'}}, default='hinge'
         Loss function.
 {_SHARED_PARAMETERS_DOC}
@@ -151,7 +151,7 @@ class ASGDClassifier(LinearClassifierMixin, BaseASGD):
         Number of weight updates performed over all workers, plus one.
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, when ``X`` has string column names.
     history_ : pandas.DataFrame
         One row per worker and epoch: the worker's mean loss, the mean loss
@@ -596,7 +596,7 @@ class ASGDRegressor(RegressorMixin, BaseASGD):
 
     Parameters
     ----------
-    loss : {{'squared_error', 'huber', 'epsilon_insensitive', \\
+    loss : {{'squared_error', 'huber', 'epsilon_insensitive', \
             'squared_epsilon_insensitive'}}, default='squared_error'
         Loss function.
 {_SHARED_PARAMETERS_DOC}
@@ -613,7 +613,7 @@ class ASGDRegressor(RegressorMixin, BaseASGD):
         Number of weight updates performed over all workers, plus one.
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, when ``X`` has string column names.
     history_ : pandas.DataFrame
         One row per worker and epoch (see :class:`ASGDClassifier`).

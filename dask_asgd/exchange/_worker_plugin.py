@@ -127,7 +127,8 @@ class Endpoint:
             worker, drawn from :attr:`peers`.
         copy : bool, default=True
             Snapshot ``payload``; pass False only for an array nobody writes
-            to after this call.
+            to after this call (on an in-process cluster the receiver gets
+            that very array).
 
         Returns
         -------

@@ -188,13 +188,16 @@ def run_fit(
                 )
             )
         results: list[WorkerResult] = client.gather(futures)
-    except BaseException:
+    except BaseException as error:
         # Release the members still training (they leave at their next epoch
         # barrier) and wait for them, so that no task, topic or datum of this
         # fit outlives the error.
-        client.sync(client.scheduler.asgd_fit_end, fit_id=fit_id)
+        reason = client.sync(client.scheduler.asgd_fit_end, fit_id=fit_id)
         with contextlib.suppress(Exception):
             wait(futures, timeout=task.epoch_timeout)
+        if reason and reason.startswith("worker-lost:"):
+            # Losing a worker cancels its tasks and data; say what happened.
+            raise WorkerLostError(fit_id, reason.split(":", 1)[1]) from error
         raise
     finally:
         client.sync(client.scheduler.asgd_fit_end, fit_id=fit_id)

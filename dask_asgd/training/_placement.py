@@ -109,12 +109,11 @@ def scatter_in_memory(
     n_train: dict[str, int] = {}
     owned: list[Future] = []
     for address, block in zip(workers, blocks):
-        if rng is not None:
-            # Keep storage order inside the block: sequential reads are what
-            # makes an epoch fast (see _shuffle.py).
-            block = np.sort(block)
+        # With shuffling, ``block`` is in random order: the copy below is the
+        # one-time permutation that lets each epoch read consecutive rows
+        # (see _shuffle.py) without following the input's order.
         held_out = validation[block] if validation is not None else None
-        if len(blocks) == 1:
+        if rng is None and len(blocks) == 1:
             # One worker takes every row in storage order: no copy needed.
             partition = Partition(X, targets, sample_weight, validation)
         else:

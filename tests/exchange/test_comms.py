@@ -226,8 +226,8 @@ def test_close_drops_new_messages_and_aclose_cancels_pending():
         never = asyncio.Event()
         pub = make_publisher(FakeRPC({B: Recorder(gate=never)}))
         assert pub.publish(np.zeros(1))
-        await asyncio.sleep(0)  # let the send start
-        assert pub.publish(np.zeros(1))  # this one not started yet
+        await asyncio.sleep(0)  # one loop iteration: the first send's task exists
+        assert pub.publish(np.zeros(1))  # this one's task does not exist yet
         pub.close()
         assert pub.publish(np.zeros(1)) is False
         await pub.aclose()
