@@ -141,7 +141,9 @@ class BaseASGD(SparseCoefMixin, BaseEstimator):
             batch_size=int(self.batch_size),
         )
 
-    def _validate_X_y(self, X: Any, y: Any, reset: bool) -> tuple[Any, Any]:
+    def _validate_X_y(
+        self, X: Any, y: Any, reset: bool, **options: Any
+    ) -> tuple[Any, Any]:
         return validate_data(
             self,
             X,
@@ -151,7 +153,32 @@ class BaseASGD(SparseCoefMixin, BaseEstimator):
             order="C",
             accept_large_sparse=True,
             reset=reset,
+            **options,
         )
+
+    def _check_dask_features(self, X: Any) -> None:
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but {type(self).__name__} is "
+                f"expecting {self.n_features_in_} features as input."
+            )
+
+    def _starting_point(
+        self,
+        n_outputs: int,
+        n_features: int,
+        dtype: Any,
+        coef_init: Any,
+        intercept_init: Any,
+        continue_from_current: bool,
+    ) -> tuple[ModelState, float]:
+        """The state and sample count (``t_``) a fit or partial_fit starts from."""
+        previous = getattr(self, "_standard", None) if continue_from_current else None
+        state = self._initial_state(
+            n_outputs, n_features, dtype, coef_init, intercept_init, previous
+        )
+        t_start = self.t_ if continue_from_current and hasattr(self, "t_") else 1.0
+        return state, t_start
 
     def _initial_state(
         self, n_outputs: int, n_features: int, dtype: Any, coef_init: Any,

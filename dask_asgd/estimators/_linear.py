@@ -289,15 +289,9 @@ class ASGDClassifier(LinearClassifierMixin, BaseASGD):
             )
         positive_weight, negative_weight = self._class_weights(y)
         sample_weight = self._check_sample_weight(sample_weight, X)
-        n_outputs = 1 if n_classes == 2 else n_classes
-        previous = getattr(self, "_standard", None) if continue_from_current else None
-        if previous is not None and previous.weights.shape[1] != X.shape[1]:
-            raise ValueError(
-                f"Number of features {X.shape[1]} does not match previous data "
-                f"{previous.weights.shape[1]}."
-            )
-        state = self._initial_state(
-            n_outputs, X.shape[1], X.dtype, coef_init, intercept_init, previous
+        state, t_start = self._starting_point(
+            1 if n_classes == 2 else n_classes, X.shape[1], X.dtype, coef_init,
+            intercept_init, continue_from_current,
         )
         targets = self._encode(y)
         validation = (
@@ -305,7 +299,6 @@ class ASGDClassifier(LinearClassifierMixin, BaseASGD):
             if max_iter > 1
             else None
         )
-        t_start = self.t_ if continue_from_current and hasattr(self, "t_") else 1.0
         rows = InMemoryRows(X, targets, sample_weight, validation)
         self._train(
             state, t_start, rows, positive_weight, negative_weight, max_iter,
@@ -361,16 +354,14 @@ class ASGDClassifier(LinearClassifierMixin, BaseASGD):
         else:
             positive_weight, negative_weight = expanded, np.ones_like(expanded)
             encode = ClassIndexTargets(self.classes_)
-        n_outputs = 1 if n_classes == 2 else n_classes
-        previous = getattr(self, "_standard", None) if continue_from_current else None
-        state = self._initial_state(
-            n_outputs, X.shape[1], X.dtype, coef_init, intercept_init, previous
+        state, t_start = self._starting_point(
+            1 if n_classes == 2 else n_classes, X.shape[1], X.dtype, coef_init,
+            intercept_init, continue_from_current,
         )
         rows = DaskRows(
             X, y, sample_weight, encode,
             self.validation_fraction if self.early_stopping and max_iter > 1 else None,
         )
-        t_start = self.t_ if continue_from_current and hasattr(self, "t_") else 1.0
         self._train(
             state, t_start, rows, np.asarray(positive_weight, dtype=np.float64),
             np.asarray(negative_weight, dtype=np.float64), max_iter,
@@ -541,13 +532,6 @@ class ASGDClassifier(LinearClassifierMixin, BaseASGD):
             return self.classes_[(scores > 0).astype(np.intp)]
         return self.classes_[scores.argmax(axis=1)]
 
-    def _check_dask_features(self, X: Any) -> None:
-        if X.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has {X.shape[1]} features, but {type(self).__name__} is "
-                f"expecting {self.n_features_in_} features as input."
-            )
-
     def decision_function(self, X: Any) -> Any:
         """Signed distance of each row to the hyperplane of each class.
 
@@ -710,11 +694,9 @@ class ASGDRegressor(RegressorMixin, BaseASGD):
             X, y, sample_weight = validate_dask_data(
                 self, X, y, sample_weight, reset=first_call or not continue_from_current
             )
-            previous = (
-                getattr(self, "_standard", None) if continue_from_current else None
-            )
-            state = self._initial_state(
-                1, X.shape[1], X.dtype, coef_init, intercept_init, previous
+            state, t_start = self._starting_point(
+                1, X.shape[1], X.dtype, coef_init, intercept_init,
+                continue_from_current,
             )
             rows = DaskRows(
                 X, y, sample_weight, RealTargets(),
@@ -722,32 +704,16 @@ class ASGDRegressor(RegressorMixin, BaseASGD):
                 else None,
             )
             ones = np.ones(1)
-            t_start = self.t_ if continue_from_current and hasattr(self, "t_") else 1.0
             self._train(
                 state, t_start, rows, ones, ones, max_iter, synchronise=max_iter > 1
             )
             return self
-        X, y = validate_data(
-            self,
-            X,
-            y,
-            accept_sparse="csr",
-            dtype=[np.float64, np.float32],
-            order="C",
-            y_numeric=True,
-            accept_large_sparse=True,
-            reset=first_call or not continue_from_current,
+        X, y = self._validate_X_y(
+            X, y, reset=first_call or not continue_from_current, y_numeric=True
         )
-        y = y.astype(X.dtype, copy=False)
         sample_weight = self._check_sample_weight(sample_weight, X)
-        previous = getattr(self, "_standard", None) if continue_from_current else None
-        if previous is not None and previous.weights.shape[1] != X.shape[1]:
-            raise ValueError(
-                f"Number of features {X.shape[1]} does not match previous data "
-                f"{previous.weights.shape[1]}."
-            )
-        state = self._initial_state(
-            1, X.shape[1], X.dtype, coef_init, intercept_init, previous
+        state, t_start = self._starting_point(
+            1, X.shape[1], X.dtype, coef_init, intercept_init, continue_from_current
         )
         validation = (
             self._make_validation_split(y, sample_weight, stratify=False)
@@ -755,7 +721,6 @@ class ASGDRegressor(RegressorMixin, BaseASGD):
             else None
         )
         ones = np.ones(1, dtype=X.dtype)
-        t_start = self.t_ if continue_from_current and hasattr(self, "t_") else 1.0
         rows = InMemoryRows(X, y.astype(np.float64), sample_weight, validation)
         self._train(
             state, t_start, rows, ones, ones, max_iter, synchronise=max_iter > 1
@@ -844,11 +809,7 @@ class ASGDRegressor(RegressorMixin, BaseASGD):
         """
         check_is_fitted(self)
         if is_dask_collection(X):
-            if X.shape[1] != self.n_features_in_:
-                raise ValueError(
-                    f"X has {X.shape[1]} features, but {type(self).__name__} is "
-                    f"expecting {self.n_features_in_} features as input."
-                )
+            self._check_dask_features(X)
             return map_rows(self._predict_block, X, None, self.coef_.dtype)
         X = validate_data(self, X, accept_sparse="csr", reset=False)
         return self._predict_block(X)
