@@ -55,6 +55,8 @@ class FitState:
     aborted: str | None = None
     #: The control law of this fit (with the limits its user set).
     policy: BalancingPolicy = field(default_factory=BalancingPolicy)
+    #: Sums over members of every completed epoch, in order.
+    completed: list[dict[str, Any]] = field(default_factory=list)
     #: Last signals and settings per member, for observability.
     last_signals: dict[str, dict[str, float]] = field(default_factory=dict)
     settings: dict[str, Settings] = field(default_factory=dict)
@@ -89,6 +91,7 @@ class ASGDSchedulerPlugin(SchedulerPlugin):
             "asgd_fit_end": self.fit_end,
             "asgd_epoch_report": self.epoch_report,
             "asgd_balance": self.balance,
+            "asgd_progress": self.progress,
         }
 
     async def start(self, scheduler: Scheduler) -> None:
@@ -172,6 +175,9 @@ class ASGDSchedulerPlugin(SchedulerPlugin):
         reports[member] = dict(values)
         done = fit.complete[epoch]
         if len(reports) == len(fit.members):
+            summary = {"epoch": epoch, "totals": _sums(reports)}
+            fit.completed.append(summary)
+            self._log(action="epoch", fit_id=fit_id, **summary)
             done.set()
         try:
             await asyncio.wait_for(done.wait(), timeout)
@@ -183,15 +189,17 @@ class ASGDSchedulerPlugin(SchedulerPlugin):
             )
         if fit.aborted is not None:
             return {"status": "aborted", "reason": fit.aborted}
-        totals: dict[str, float] = defaultdict(float)
-        for member_values in reports.values():
-            for key, value in member_values.items():
-                totals[key] += value
+        totals = _sums(reports)
         # Older epochs are complete for everybody once this one is.
         for old in [e for e in fit.reports if e < epoch]:
             fit.reports.pop(old, None)
             fit.complete.pop(old, None)
-        return {"status": "ok", "totals": dict(totals)}
+        return {"status": "ok", "totals": totals}
+
+    def progress(self, fit_id: str, since: int = 0) -> list[dict[str, Any]]:
+        """Handler: the completed epochs of a fit from number ``since`` on."""
+        fit = self.fits.get(fit_id)
+        return [] if fit is None else fit.completed[since:]
 
     def balance(
         self,
@@ -248,3 +256,11 @@ class ASGDSchedulerPlugin(SchedulerPlugin):
             fit.aborted = reason
         for event in fit.complete.values():
             event.set()
+
+
+def _sums(reports: dict[str, dict[str, float]]) -> dict[str, float]:
+    totals: dict[str, float] = defaultdict(float)
+    for member_values in reports.values():
+        for key, value in member_values.items():
+            totals[key] += value
+    return dict(totals)

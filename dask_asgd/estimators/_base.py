@@ -303,22 +303,14 @@ class BaseASGD(SparseCoefMixin, BaseEstimator):
                 min_rows_per_worker=int(_config.get("training.min-rows-per-worker")),
             )
             outcome = run_fit(
-                client, placement, task, t_start, rng, _balancing_limits()
+                client, placement, task, t_start, rng, _balancing_limits(),
+                progress=self._log_epoch if self.verbose else None,
             )
         self._standard = outcome.state
         self.n_iter_ = outcome.n_iter
         self.t_ = t_start + outcome.n_samples_trained
         self.history_ = outcome.history
         self.communication_history_ = outcome.control
-        if self.verbose:
-            for record in outcome.history.itertuples():
-                logger.info(
-                    "-- Epoch %d on %s: loss %.6f, %.3f s",
-                    record.epoch + 1,
-                    record.worker,
-                    record.loss,
-                    record.seconds,
-                )
         if (
             self.tol is not None
             and max_iter > 1
@@ -330,6 +322,15 @@ class BaseASGD(SparseCoefMixin, BaseEstimator):
                 ConvergenceWarning,
             )
         self._publish_coefficients()
+
+    def _log_epoch(self, summary: dict[str, Any]) -> None:
+        totals = summary["totals"]
+        logger.info(
+            "-- Epoch %d: mean loss %.6f over %d samples",
+            summary["epoch"] + 1,
+            totals["loss"] / max(totals["n_train"], 1.0),
+            totals["n_train"],
+        )
 
     def _publish_coefficients(self) -> None:
         use_average = self.average and self.average <= self.t_ - 1

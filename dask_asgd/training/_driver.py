@@ -9,16 +9,17 @@ unregistered and its tasks and data are released before the driver returns.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import time
 import logging
 import uuid
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from distributed import Client, Future, wait
+from distributed import Client, Future
 from distributed.protocol.pickle import dumps
 
 from .._exceptions import FitAbortedError, WorkerLostError
@@ -66,6 +67,46 @@ def ensure_plugins(client: Client, exchange: bool) -> None:
             name=EXCHANGE_PLUGIN_NAME,
             idempotent=True,
         )
+
+
+def _wait_all(futures: list[Future], timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for every future; True if all are done.
+
+    Errors are left for ``gather`` to raise. (``distributed.wait`` would need
+    the client to be the default one, which the embedded client never is.)
+    """
+    deadline = time.monotonic() + timeout
+    for future in futures:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return all(f.done() for f in futures)
+        try:
+            future.result(timeout=remaining)
+        except TimeoutError:
+            return False
+        except Exception:  # noqa: BLE001 - the error is gather's to raise
+            continue
+    return True
+
+
+def _follow(
+    client: Client,
+    fit_id: str,
+    futures: list[Future],
+    progress: Callable[[dict[str, Any]], None],
+    period: float = 1.0,
+) -> None:
+    """Report completed epochs while the training tasks run."""
+    seen = 0
+    while True:
+        finished = _wait_all(futures, timeout=period)
+        for summary in client.sync(
+            client.scheduler.asgd_progress, fit_id=fit_id, since=seen
+        ):
+            progress(summary)
+            seen += 1
+        if finished:
+            return
 
 
 def remove_plugins(client: Client) -> None:
@@ -124,6 +165,7 @@ def run_fit(
     t_start: float,
     rng: np.random.Generator,
     balancing_limits: dict[str, Any] | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> FitOutcome:
     """Train on ``placement`` with one task per worker and average the results.
 
@@ -141,6 +183,9 @@ def run_fit(
         Draws every worker's seed, on the driver, so fits are reproducible.
     balancing_limits : dict, optional
         ``PolicyLimits`` fields for the balancer of this fit.
+    progress : callable, optional
+        Called on the driver with ``{"epoch", "totals"}`` for every epoch the
+        workers complete, while the fit runs.
 
     Returns
     -------
@@ -187,14 +232,15 @@ def run_fit(
                     key=f"{fit_id}-train-{address}",
                 )
             )
+        if progress is not None:
+            _follow(client, fit_id, futures, progress)
         results: list[WorkerResult] = client.gather(futures)
     except BaseException as error:
         # Release the members still training (they leave at their next epoch
         # barrier) and wait for them, so that no task, topic or datum of this
         # fit outlives the error.
         reason = client.sync(client.scheduler.asgd_fit_end, fit_id=fit_id)
-        with contextlib.suppress(Exception):
-            wait(futures, timeout=task.epoch_timeout)
+        _wait_all(futures, timeout=task.epoch_timeout)
         if reason and reason.startswith("worker-lost:"):
             # Losing a worker cancels its tasks and data; say what happened.
             raise WorkerLostError(fit_id, reason.split(":", 1)[1]) from error
