@@ -75,7 +75,9 @@ def main() -> None:
     parser.add_argument("--send-interval", type=int, default=4096)
     parser.add_argument("--alpha", type=float, default=1e-4)
     parser.add_argument(
-        "--skew", type=float, default=None,
+        "--skew",
+        type=float,
+        default=None,
         help="share of each worker's rows from its majority class (e.g. 0.8)",
     )
     args = parser.parse_args()
@@ -104,15 +106,25 @@ def main() -> None:
         "adaptive": {"communication": "adaptive", "send_interval": args.send_interval},
     }
     table: dict[str, list[tuple[float, float]]] = {mode: [] for mode in modes}
-    with LocalCluster(
-        n_workers=args.workers, threads_per_worker=1, processes=False,
-        dashboard_address=None,
-    ) as cluster, Client(cluster):
+    with (
+        LocalCluster(
+            n_workers=args.workers,
+            threads_per_worker=1,
+            processes=False,
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster),
+    ):
         for epochs in range(1, args.epochs + 1):
             for mode, extra in modes.items():
                 model = ASGDClassifier(
-                    loss="log_loss", alpha=args.alpha, max_iter=epochs, tol=None,
-                    random_state=0, shuffle=shuffle, **extra,
+                    loss="log_loss",
+                    alpha=args.alpha,
+                    max_iter=epochs,
+                    tol=None,
+                    random_state=0,
+                    shuffle=shuffle,
+                    **extra,
                 )
                 started = time.perf_counter()
                 model.fit(X, y)

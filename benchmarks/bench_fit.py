@@ -35,9 +35,12 @@ def main() -> None:
         X, y, test_size=0.2, random_state=0
     )
     common = dict(max_iter=args.epochs, tol=None, random_state=0)
-    with LocalCluster(
-        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
-    ) as cluster, Client(cluster):
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster),
+    ):
         ASGDClassifier(**common).fit(X_train[:1000], y_train[:1000])  # JIT warm-up
         timings: dict[str, list[float]] = {"sklearn": [], "dask-asgd": []}
         scores: dict[str, float] = {}

@@ -59,7 +59,10 @@ def plot_history(model: Any, axes: Any = None) -> Any:
             rows["time"], rows["send_interval"], where="post", label=str(worker)
         )[0]
         size_axes.step(
-            rows["time"], rows["message_size"], where="post", linestyle="--",
+            rows["time"],
+            rows["message_size"],
+            where="post",
+            linestyle="--",
             color=line.get_color(),
         )
     control_axes.set_yscale("log")

@@ -134,7 +134,8 @@ def test_partial_fit_continues_the_schedule(classification):
     model = ASGDClassifier(random_state=0)
     for start in range(0, X_train.shape[0], 5000):
         model.partial_fit(
-            X_train[start : start + 5000], y_train[start : start + 5000],
+            X_train[start : start + 5000],
+            y_train[start : start + 5000],
             classes=np.unique(y_train),
         )
     assert model.t_ == pytest.approx(1 + X_train.shape[0])

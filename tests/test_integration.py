@@ -23,9 +23,12 @@ EXCHANGE_COLUMNS = ["messages_sent", "messages_received", "rows_accepted"]
 
 @pytest.fixture(scope="module")
 def three_workers():
-    with LocalCluster(
-        n_workers=3, threads_per_worker=1, processes=True, dashboard_address=":0"
-    ) as cluster, Client(cluster, set_as_default=False) as client:
+    with (
+        LocalCluster(
+            n_workers=3, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
         yield client
 
 
@@ -50,10 +53,10 @@ def assert_fit_left_nothing(client):
 
     assert all(topics == {} for topics in client.run(open_topics).values())
     poll_for(
-        lambda: client.run_on_scheduler(
-            lambda dask_scheduler: len(dask_scheduler.tasks)
-        )
-        == 0,
+        lambda: (
+            client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))
+            == 0
+        ),
         timeout=10,
     )
 
@@ -84,9 +87,9 @@ def test_three_workers_dask_array_uneven_chunks(three_workers, data):
     X_dask = da.from_array(X, chunks=((4000, 13000, 9000, 4000), (20,)))
     y_dask = da.from_array(y, chunks=((4000, 13000, 9000, 4000),))
     with three_workers.as_current():
-        model = ASGDClassifier(
-            loss="log_loss", send_interval=1024, random_state=0
-        ).fit(X_dask, y_dask)
+        model = ASGDClassifier(loss="log_loss", send_interval=1024, random_state=0).fit(
+            X_dask, y_dask
+        )
         predictions = model.predict(X_dask)
         assert isinstance(predictions, da.Array)
         np.testing.assert_array_equal(predictions.compute(), model.predict(X))
@@ -101,9 +104,7 @@ def test_more_workers_than_partitions(three_workers, data):
     X_dask = da.from_array(X, chunks=(15_000, 20))
     y_dask = da.from_array(y, chunks=15_000)
     with three_workers.as_current():
-        model = ASGDClassifier(random_state=0, max_iter=5, tol=None).fit(
-            X_dask, y_dask
-        )
+        model = ASGDClassifier(random_state=0, max_iter=5, tol=None).fit(X_dask, y_dask)
     # Chunks stay where they were computed: at most two workers hold data.
     assert 1 <= model.history_["worker"].nunique() <= 2
     assert model.score(X, y) > 0.8
@@ -138,9 +139,12 @@ def test_bad_values_in_a_dask_chunk_fail_cleanly(three_workers, data):
 
 def test_workers_joining_before_fit_take_part(data):
     X, y = data
-    with LocalCluster(
-        n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0"
-    ) as cluster, Client(cluster, set_as_default=False) as client:
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
         cluster.scale(2)
         client.wait_for_workers(2)
         with client.as_current():
@@ -155,12 +159,27 @@ def test_fit_on_cli_started_cluster(data):
     port = open_port()
     address = f"tcp://127.0.0.1:{port}"
     scheduler_command = [
-        sys.executable, "-m", "dask", "scheduler", "--no-dashboard",
-        "--host", "127.0.0.1", "--port", str(port),
+        sys.executable,
+        "-m",
+        "dask",
+        "scheduler",
+        "--no-dashboard",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
     ]
     worker_command = [
-        sys.executable, "-m", "dask", "worker", address, "--nthreads", "1",
-        "--no-dashboard", "--host", "127.0.0.1",
+        sys.executable,
+        "-m",
+        "dask",
+        "worker",
+        address,
+        "--nthreads",
+        "1",
+        "--no-dashboard",
+        "--host",
+        "127.0.0.1",
     ]
     with popen(scheduler_command), popen(worker_command), popen(worker_command):
         with Client(address, timeout=60) as client:

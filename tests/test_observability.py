@@ -50,9 +50,12 @@ def test_verbose_logs_every_epoch_while_fitting(data):
 
 def test_history_and_events(data):
     X, y = data
-    with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
-    ) as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         model = ASGDClassifier(max_iter=3, tol=None, random_state=0).fit(X, y)
         events = [event for _, event in client.get_events("asgd")]
     history = model.history_

@@ -26,9 +26,12 @@ def training_tasks(client):
 @pytest.mark.timeout(120)
 def test_killed_worker_fails_the_fit_cleanly():
     X, y = make_classification(100_000, 20, random_state=0)
-    with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
-    ) as cluster, Client(cluster, set_as_default=False) as client:
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
         model = ASGDClassifier(random_state=0).fit(X[:5000], y[:5000])
         coef = model.coef_.copy()
         outcome: dict = {}
@@ -37,7 +40,7 @@ def test_killed_worker_fails_the_fit_cleanly():
             try:
                 with client.as_current():
                     model.set_params(max_iter=100_000, tol=None).fit(X, y)
-            except BaseException as error:  # noqa: BLE001 - recorded for the test
+            except BaseException as error:
                 outcome["error"] = error
 
         thread = threading.Thread(target=long_fit)
@@ -53,7 +56,10 @@ def test_killed_worker_fails_the_fit_cleanly():
         assert victim in str(error)
         # The previous model is intact and the cluster holds nothing of the fit.
         assert (model.coef_ == coef).all()
-        assert client.run_on_scheduler(
-            lambda dask_scheduler: list(dask_scheduler.plugins["asgd"].fits)
-        ) == []
+        assert (
+            client.run_on_scheduler(
+                lambda dask_scheduler: list(dask_scheduler.plugins["asgd"].fits)
+            )
+            == []
+        )
         poll_for(lambda: training_tasks(client) == [], timeout=30)

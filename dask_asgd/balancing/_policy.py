@@ -167,9 +167,7 @@ class BalancingPolicy:
             limits.max_send_time,
             limits.max_send_interval / signals.samples_per_second,
         )
-        splittable = (
-            signals.state_bytes * message_size / 2 >= limits.min_bytes_to_split
-        )
+        splittable = signals.state_bytes * message_size / 2 >= limits.min_bytes_to_split
         if (
             send_time > max_time
             and message_size > limits.min_message_size
@@ -184,10 +182,7 @@ class BalancingPolicy:
             )
             send_time *= message_size / current.message_size
             reason = f"{reason}: smaller messages"
-        elif (
-            send_time < 0.25 * max_time
-            and message_size < limits.max_message_size
-        ):
+        elif send_time < 0.25 * max_time and message_size < limits.max_message_size:
             # Room on the link: grow messages back before sending more often.
             message_size = _clip(
                 message_size * 2.0, limits.min_message_size, limits.max_message_size
@@ -199,8 +194,8 @@ class BalancingPolicy:
             limits.smoothing * math.log(max(target, 1.0))
             + (1.0 - limits.smoothing) * math.log(current.send_interval)
         )
-        interval = int(
-            round(_clip(smoothed, limits.min_send_interval, limits.max_send_interval))
+        interval = round(
+            _clip(smoothed, limits.min_send_interval, limits.max_send_interval)
         )
         interval_change = abs(interval - current.send_interval) / current.send_interval
         size_change = abs(message_size - current.message_size) / current.message_size

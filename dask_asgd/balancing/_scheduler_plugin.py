@@ -219,7 +219,9 @@ class ASGDSchedulerPlugin(SchedulerPlugin):
         fit = self.fits.get(fit_id)
         if fit is None or fit.aborted is not None or member not in fit.members:
             return {"status": "aborted"}
-        current = Settings(int(settings["send_interval"]), float(settings["message_size"]))
+        current = Settings(
+            int(settings["send_interval"]), float(settings["message_size"])
+        )
         decided = fit.policy.decide(current, WorkerSignals(**signals))
         fit.last_signals[member] = dict(signals)
         fit.settings[member] = decided

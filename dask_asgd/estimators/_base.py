@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import warnings
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator
@@ -50,7 +50,7 @@ SPARSE_INTERCEPT_DECAY = 0.01
 class BaseASGD(SparseCoefMixin, BaseEstimator):
     """Base class of :class:`ASGDClassifier` and :class:`ASGDRegressor`."""
 
-    _parameter_constraints: dict = {
+    _parameter_constraints: ClassVar[dict] = {
         "penalty": [StrOptions({"l2", "l1", "elasticnet"}), None],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "l1_ratio": [Interval(Real, 0, 1, closed="both"), None],
@@ -181,8 +181,13 @@ class BaseASGD(SparseCoefMixin, BaseEstimator):
         return state, t_start
 
     def _initial_state(
-        self, n_outputs: int, n_features: int, dtype: Any, coef_init: Any,
-        intercept_init: Any, previous: ModelState | None,
+        self,
+        n_outputs: int,
+        n_features: int,
+        dtype: Any,
+        coef_init: Any,
+        intercept_init: Any,
+        previous: ModelState | None,
     ) -> ModelState:
         """The state training starts from: previous one, given one, or zeros."""
         if previous is not None and coef_init is None and intercept_init is None:
@@ -192,10 +197,15 @@ class BaseASGD(SparseCoefMixin, BaseEstimator):
                     f"data {previous.weights.shape[1]}."
                 )
             return ModelState(
-                *(np.asarray(a, dtype=dtype) for a in (
-                    previous.weights, previous.intercepts,
-                    previous.average_weights, previous.average_intercepts,
-                ))
+                *(
+                    np.asarray(a, dtype=dtype)
+                    for a in (
+                        previous.weights,
+                        previous.intercepts,
+                        previous.average_weights,
+                        previous.average_intercepts,
+                    )
+                )
             )
         state = ModelState.zeros(n_outputs, n_features, dtype)
         if coef_init is not None:
@@ -219,7 +229,9 @@ class BaseASGD(SparseCoefMixin, BaseEstimator):
         from sklearn.model_selection import ShuffleSplit, StratifiedShuffleSplit
 
         splitter = StratifiedShuffleSplit if stratify else ShuffleSplit
-        cv = splitter(test_size=self.validation_fraction, random_state=self.random_state)
+        cv = splitter(
+            test_size=self.validation_fraction, random_state=self.random_state
+        )
         idx_train, idx_val = next(cv.split(np.zeros((y.shape[0], 1)), y))
         if not np.any(sample_weight[idx_val] > 0):
             raise ValueError(
@@ -280,18 +292,14 @@ class BaseASGD(SparseCoefMixin, BaseEstimator):
             score=self._score_kind,
             positive_weight=positive_weight.astype(rows.dtype),
             negative_weight=negative_weight.astype(rows.dtype),
-            epoch_timeout=float(
-                _parse_seconds(_config.get("training.epoch-timeout"))
-            ),
+            epoch_timeout=float(_parse_seconds(_config.get("training.epoch-timeout"))),
             chunk_samples=int(_config.get("training.chunk-samples")),
             synchronise=synchronise,
             communication=self.communication,
             send_interval=int(self.send_interval),
             message_size=float(self.message_size),
             parzen_window=bool(self.parzen_window),
-            report_period=float(
-                _parse_seconds(_config.get("balancing.report-period"))
-            ),
+            report_period=float(_parse_seconds(_config.get("balancing.report-period"))),
         )
         with connect() as client:
             workers = cluster_workers(client, self.n_workers)
@@ -303,7 +311,12 @@ class BaseASGD(SparseCoefMixin, BaseEstimator):
                 min_rows_per_worker=int(_config.get("training.min-rows-per-worker")),
             )
             outcome = run_fit(
-                client, placement, task, t_start, rng, _balancing_limits(),
+                client,
+                placement,
+                task,
+                t_start,
+                rng,
+                _balancing_limits(),
                 progress=self._log_epoch if self.verbose else None,
             )
         self._standard = outcome.state
@@ -311,15 +324,12 @@ class BaseASGD(SparseCoefMixin, BaseEstimator):
         self.t_ = t_start + outcome.n_samples_trained
         self.history_ = outcome.history
         self.communication_history_ = outcome.control
-        if (
-            self.tol is not None
-            and max_iter > 1
-            and self.n_iter_ == max_iter
-        ):
+        if self.tol is not None and max_iter > 1 and self.n_iter_ == max_iter:
             warnings.warn(
                 "Maximum number of iteration reached before convergence. Consider "
                 "increasing max_iter to improve the fit.",
                 ConvergenceWarning,
+                stacklevel=4,
             )
         self._publish_coefficients()
 
@@ -343,7 +353,7 @@ class BaseASGD(SparseCoefMixin, BaseEstimator):
     def _check_sample_weight(self, sample_weight: Any, X: Any) -> np.ndarray:
         return _check_sample_weight(sample_weight, X, dtype=X.dtype)
 
-    def __sklearn_tags__(self):  # noqa: D105
+    def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         return tags

@@ -29,7 +29,7 @@ def _as_dask_array(data: Any, row_chunks: tuple[int, ...] | None) -> Any:
     if isinstance(data, da.Array):
         return data
     array = np.asarray(data)
-    return da.from_array(array, chunks=(row_chunks,) + array.shape[1:])
+    return da.from_array(array, chunks=(row_chunks, *array.shape[1:]))
 
 
 def validate_dask_data(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy.special import expit
@@ -19,6 +19,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..kernels import LOSS_CODES
 from ..training import DaskRows, InMemoryRows
+from ._base import BaseASGD
 from ._dask_input import (
     BinaryTargets,
     ClassIndexTargets,
@@ -27,7 +28,6 @@ from ._dask_input import (
     map_rows,
     validate_dask_data,
 )
-from ._base import BaseASGD
 
 _CLASSIFICATION_LOSSES = {name for name, (_, is_clf) in LOSS_CODES.items() if is_clf}
 _REGRESSION_LOSSES = {name for name, (_, is_clf) in LOSS_CODES.items() if not is_clf}
@@ -180,7 +180,7 @@ class ASGDClassifier(LinearClassifierMixin, BaseASGD):
     True
     """
 
-    _parameter_constraints: dict = {
+    _parameter_constraints: ClassVar[dict] = {
         **BaseASGD._parameter_constraints,
         "loss": [StrOptions(_CLASSIFICATION_LOSSES)],
         "class_weight": [StrOptions({"balanced"}), dict, None],
@@ -274,7 +274,13 @@ class ASGDClassifier(LinearClassifierMixin, BaseASGD):
     ) -> ASGDClassifier:
         if is_dask_collection(X) or is_dask_collection(y):
             return self._partial_fit_dask(
-                X, y, max_iter, classes, sample_weight, coef_init, intercept_init,
+                X,
+                y,
+                max_iter,
+                classes,
+                sample_weight,
+                coef_init,
+                intercept_init,
                 continue_from_current,
             )
         first_call = not hasattr(self, "classes_")
@@ -290,8 +296,12 @@ class ASGDClassifier(LinearClassifierMixin, BaseASGD):
         positive_weight, negative_weight = self._class_weights(y)
         sample_weight = self._check_sample_weight(sample_weight, X)
         state, t_start = self._starting_point(
-            1 if n_classes == 2 else n_classes, X.shape[1], X.dtype, coef_init,
-            intercept_init, continue_from_current,
+            1 if n_classes == 2 else n_classes,
+            X.shape[1],
+            X.dtype,
+            coef_init,
+            intercept_init,
+            continue_from_current,
         )
         targets = self._encode(y)
         validation = (
@@ -301,7 +311,12 @@ class ASGDClassifier(LinearClassifierMixin, BaseASGD):
         )
         rows = InMemoryRows(X, targets, sample_weight, validation)
         self._train(
-            state, t_start, rows, positive_weight, negative_weight, max_iter,
+            state,
+            t_start,
+            rows,
+            positive_weight,
+            negative_weight,
+            max_iter,
             synchronise=max_iter > 1,
         )
         return self
@@ -337,7 +352,7 @@ class ASGDClassifier(LinearClassifierMixin, BaseASGD):
         if self.class_weight == "balanced":
             labels, counts = da.unique(y, return_counts=True)
             labels, counts = da.compute(labels, counts)
-            count_of = dict(zip(labels.tolist(), counts.tolist()))
+            count_of = dict(zip(labels.tolist(), counts.tolist(), strict=True))
             expanded = np.array(
                 [
                     counts.sum() / (n_classes * count_of[c]) if c in count_of else 1.0
@@ -355,16 +370,27 @@ class ASGDClassifier(LinearClassifierMixin, BaseASGD):
             positive_weight, negative_weight = expanded, np.ones_like(expanded)
             encode = ClassIndexTargets(self.classes_)
         state, t_start = self._starting_point(
-            1 if n_classes == 2 else n_classes, X.shape[1], X.dtype, coef_init,
-            intercept_init, continue_from_current,
+            1 if n_classes == 2 else n_classes,
+            X.shape[1],
+            X.dtype,
+            coef_init,
+            intercept_init,
+            continue_from_current,
         )
         rows = DaskRows(
-            X, y, sample_weight, encode,
+            X,
+            y,
+            sample_weight,
+            encode,
             self.validation_fraction if self.early_stopping and max_iter > 1 else None,
         )
         self._train(
-            state, t_start, rows, np.asarray(positive_weight, dtype=np.float64),
-            np.asarray(negative_weight, dtype=np.float64), max_iter,
+            state,
+            t_start,
+            rows,
+            np.asarray(positive_weight, dtype=np.float64),
+            np.asarray(negative_weight, dtype=np.float64),
+            max_iter,
             synchronise=max_iter > 1,
         )
         return self
@@ -393,15 +419,23 @@ class ASGDClassifier(LinearClassifierMixin, BaseASGD):
         self._more_validate_params(for_partial_fit=True)
         if self.class_weight == "balanced":
             raise ValueError(
-                "class_weight '{}' is not supported for partial_fit. In order to use "
-                "'balanced' weights, use compute_class_weight('balanced', classes=classes, "
+                f"class_weight '{self.class_weight}' is not supported for "
+                "partial_fit. In order to use 'balanced' weights, use "
+                "compute_class_weight('balanced', classes=classes, "
                 "y=y). In place of y you can use a large enough sample of the full "
                 "training set target to properly estimate the class frequency "
                 "distributions. Pass the resulting weights as the class_weight "
-                "parameter.".format(self.class_weight)
+                "parameter."
             )
         return self._fit_transactionally(
-            self._partial_fit, X, y, 1, classes, sample_weight, None, None,
+            self._partial_fit,
+            X,
+            y,
+            1,
+            classes,
+            sample_weight,
+            None,
+            None,
             continue_from_current=True,
         )
 
@@ -454,7 +488,13 @@ class ASGDClassifier(LinearClassifierMixin, BaseASGD):
             y_checked = validate_data(self, y=y, reset=False) if y is not None else y
             classes = np.unique(y_checked) if y_checked is not None else None
         return self._partial_fit(
-            X, y, self.max_iter, classes, sample_weight, coef_init, intercept_init,
+            X,
+            y,
+            self.max_iter,
+            classes,
+            sample_weight,
+            coef_init,
+            intercept_init,
             continue_from_current=False,
         )
 
@@ -475,9 +515,7 @@ class ASGDClassifier(LinearClassifierMixin, BaseASGD):
         check_is_fitted(self)
         if is_dask_collection(X):
             self._check_dask_features(X)
-            return map_rows(
-                self._proba_block, X, self.classes_.shape[0], np.float64
-            )
+            return map_rows(self._proba_block, X, self.classes_.shape[0], np.float64)
         return self._probabilities(self.decision_function(X))
 
     def _proba_block(self, block: Any) -> np.ndarray:
@@ -618,7 +656,7 @@ class ASGDRegressor(RegressorMixin, BaseASGD):
     >>> reg = ASGDRegressor(random_state=0).fit(X, y)  # doctest: +SKIP
     """
 
-    _parameter_constraints: dict = {
+    _parameter_constraints: ClassVar[dict] = {
         **BaseASGD._parameter_constraints,
         "loss": [StrOptions(_REGRESSION_LOSSES)],
     }
@@ -695,12 +733,20 @@ class ASGDRegressor(RegressorMixin, BaseASGD):
                 self, X, y, sample_weight, reset=first_call or not continue_from_current
             )
             state, t_start = self._starting_point(
-                1, X.shape[1], X.dtype, coef_init, intercept_init,
+                1,
+                X.shape[1],
+                X.dtype,
+                coef_init,
+                intercept_init,
                 continue_from_current,
             )
             rows = DaskRows(
-                X, y, sample_weight, RealTargets(),
-                self.validation_fraction if self.early_stopping and max_iter > 1
+                X,
+                y,
+                sample_weight,
+                RealTargets(),
+                self.validation_fraction
+                if self.early_stopping and max_iter > 1
                 else None,
             )
             ones = np.ones(1)
@@ -733,9 +779,7 @@ class ASGDRegressor(RegressorMixin, BaseASGD):
         self.intercept_ = np.atleast_1d(self.intercept_.reshape(-1))
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def partial_fit(
-        self, X: Any, y: Any, sample_weight: Any = None
-    ) -> ASGDRegressor:
+    def partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> ASGDRegressor:
         """Perform one epoch of ASGD on the given samples.
 
         Parameters
@@ -753,7 +797,13 @@ class ASGDRegressor(RegressorMixin, BaseASGD):
         """
         self._more_validate_params(for_partial_fit=True)
         return self._fit_transactionally(
-            self._partial_fit, X, y, 1, sample_weight, None, None,
+            self._partial_fit,
+            X,
+            y,
+            1,
+            sample_weight,
+            None,
+            None,
             continue_from_current=True,
         )
 
@@ -791,8 +841,14 @@ class ASGDRegressor(RegressorMixin, BaseASGD):
             coef_init = self._standard.weights
             intercept_init = self._standard.intercepts
         return self._fit_transactionally(
-            self._partial_fit, X, y, self.max_iter, sample_weight, coef_init,
-            intercept_init, continue_from_current=False,
+            self._partial_fit,
+            X,
+            y,
+            self.max_iter,
+            sample_weight,
+            coef_init,
+            intercept_init,
+            continue_from_current=False,
         )
 
     def predict(self, X: Any) -> np.ndarray:
@@ -817,7 +873,7 @@ class ASGDRegressor(RegressorMixin, BaseASGD):
     def _predict_block(self, block: Any) -> np.ndarray:
         return np.asarray(block @ self.coef_).reshape(-1) + self.intercept_[0]
 
-    def __sklearn_tags__(self):  # noqa: D105
+    def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         return tags

@@ -233,8 +233,7 @@ def _sgd_pass(
                 if not active[k]:
                     continue
                 p = (
-                    _row_dot(weights, k, X, data, indices, indptr, is_sparse, i)
-                    * scale
+                    _row_dot(weights, k, X, data, indices, indptr, is_sparse, i) * scale
                     + intercepts[k]
                 )
                 y = _target(targets, i, k, n_outputs)
@@ -249,7 +248,9 @@ def _sgd_pass(
             i = order[batch_start + offset]
             eta = learning_rate(settings, t)
             if uses_l2:
-                scale *= max(0.0, 1.0 - (1.0 - settings.l1_ratio) * eta * settings.alpha)
+                scale *= max(
+                    0.0, 1.0 - (1.0 - settings.l1_ratio) * eta * settings.alpha
+                )
                 if scale < _MIN_SCALE:
                     _fold_scale(weights, active, scale)
                     scale = 1.0
@@ -263,15 +264,30 @@ def _sgd_pass(
                 update = -eta * derivatives[offset, k] * class_weight * sample_weight[i]
                 if update != 0.0:
                     _row_add(
-                        weights, k, X, data, indices, indptr, is_sparse, i,
+                        weights,
+                        k,
+                        X,
+                        data,
+                        indices,
+                        indptr,
+                        is_sparse,
+                        i,
                         update / scale,
                     )
                     if settings.fit_intercept:
                         intercepts[k] += update * settings.intercept_decay
                 if uses_l1:
                     _row_l1(
-                        weights, cumulative_l1, k, X, indices, indptr, is_sparse, i,
-                        scale, u,
+                        weights,
+                        cumulative_l1,
+                        k,
+                        X,
+                        indices,
+                        indptr,
+                        is_sparse,
+                        i,
+                        scale,
+                        u,
                     )
             t += 1.0
         if averaging and t - 1.0 >= settings.average_start:
@@ -287,7 +303,9 @@ def _sgd_pass(
                     average_weights[k, j] += (
                         weights[k, j] * scale - average_weights[k, j]
                     ) * fraction
-                average_intercepts[k] += (intercepts[k] - average_intercepts[k]) * fraction
+                average_intercepts[k] += (
+                    intercepts[k] - average_intercepts[k]
+                ) * fraction
     _fold_scale(weights, active, scale)
     return t, u
 
@@ -378,10 +396,26 @@ def sgd_pass(
         data = np.empty(0, dtype=weights.dtype)
         indices = indptr = np.empty(0, dtype=np.int32)
     t, u = _sgd_pass(
-        weights, intercepts, average_weights, average_intercepts, cumulative_l1,
-        dense, data, indices, indptr, is_sparse,
-        targets, sample_weight, positive_weight, negative_weight,
-        order, settings, float(t), float(u), active, losses,
+        weights,
+        intercepts,
+        average_weights,
+        average_intercepts,
+        cumulative_l1,
+        dense,
+        data,
+        indices,
+        indptr,
+        is_sparse,
+        targets,
+        sample_weight,
+        positive_weight,
+        negative_weight,
+        order,
+        settings,
+        float(t),
+        float(u),
+        active,
+        losses,
     )
     # A diverging model yields infinite losses: the caller checks for it.
     with np.errstate(over="ignore", invalid="ignore"):

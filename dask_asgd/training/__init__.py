@@ -1,6 +1,7 @@
 """The fit driver and the per-worker training loop."""
 
 from ._driver import FitOutcome, ensure_plugins, remove_plugins, run_fit
+from ._model_state import ModelState
 from ._placement import (
     DaskRows,
     InMemoryRows,
@@ -9,20 +10,19 @@ from ._placement import (
     place_dask,
     scatter_in_memory,
 )
-from ._model_state import ModelState
 from ._worker_loop import Partition, WorkerTask, train_worker
 
 __all__ = [
     "DaskRows",
-    "InMemoryRows",
-    "place_dask",
     "FitOutcome",
+    "InMemoryRows",
     "ModelState",
     "Partition",
     "Placement",
     "WorkerTask",
     "cluster_workers",
     "ensure_plugins",
+    "place_dask",
     "remove_plugins",
     "run_fit",
     "scatter_in_memory",

@@ -81,9 +81,7 @@ class Communicator:
         if self.exchange.parzen_window:
             self._previous = pack(state)
 
-    def after_samples(
-        self, n_samples: int, loss: float, state: ModelState
-    ) -> None:
+    def after_samples(self, n_samples: int, loss: float, state: ModelState) -> None:
         """Account for ``n_samples`` just trained; exchange or report if due.
 
         Parameters
@@ -117,8 +115,14 @@ class Communicator:
         return {
             key: float(stats.get(key, 0))
             for key in (
-                "published", "sent", "dropped", "failed", "received", "lost",
-                "send_latency_total", "in_flight",
+                "published",
+                "sent",
+                "dropped",
+                "failed",
+                "received",
+                "lost",
+                "send_latency_total",
+                "in_flight",
             )
         }
 
@@ -142,7 +146,9 @@ class Communicator:
         loss_rate = self._period_loss / max(self._period_samples, 1)
         progress = 0.0
         if self._last_loss_rate is not None and self._last_loss_rate > 0:
-            progress = max(0.0, (self._last_loss_rate - loss_rate) / self._last_loss_rate)
+            progress = max(
+                0.0, (self._last_loss_rate - loss_rate) / self._last_loss_rate
+            )
             progress /= elapsed
         self._last_loss_rate = loss_rate
         signals = {
@@ -189,7 +195,10 @@ class Communicator:
             return
         interval = int(answer["send_interval"])
         message_size = float(answer["message_size"])
-        if interval == self.send_interval and message_size == self.exchange.message_size:
+        if (
+            interval == self.send_interval
+            and message_size == self.exchange.message_size
+        ):
             return
         self.send_interval = interval
         if message_size != self.exchange.message_size:

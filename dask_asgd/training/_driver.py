@@ -10,11 +10,11 @@ unregistered and its tasks and data are released before the driver returns.
 from __future__ import annotations
 
 import dataclasses
-import time
 import logging
+import time
 import uuid
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,8 +26,8 @@ from .._exceptions import FitAbortedError, WorkerLostError
 from ..balancing import PLUGIN_NAME, ASGDSchedulerPlugin
 from ..exchange import PLUGIN_NAME as EXCHANGE_PLUGIN_NAME
 from ..exchange import ExchangeWorkerPlugin
-from ._placement import Placement
 from ._model_state import ModelState
+from ._placement import Placement
 from ._worker_loop import WorkerResult, WorkerTask, train_worker
 
 logger = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def _wait_all(futures: list[Future], timeout: float) -> bool:
             future.result(timeout=remaining)
         except TimeoutError:
             return False
-        except Exception:  # noqa: BLE001 - the error is gather's to raise
+        except Exception:
             continue
     return True
 
@@ -140,19 +140,17 @@ def _average(results: list[WorkerResult]) -> ModelState:
     def mean(name: str) -> np.ndarray:
         arrays = [getattr(r.state, name) for r in results]
         total = np.zeros_like(arrays[0])
-        for share, array in zip(weights, arrays):
+        for share, array in zip(weights, arrays, strict=True):
             total += share * array
         return total
 
-    return ModelState(
-        *(mean(f.name) for f in dataclasses.fields(ModelState))
-    )
+    return ModelState(*(mean(f.name) for f in dataclasses.fields(ModelState)))
 
 
 def _history_table(addresses: list[str], results: list[WorkerResult]) -> pd.DataFrame:
     rows = [
         {"worker": address, **record}
-        for address, result in zip(addresses, results)
+        for address, result in zip(addresses, results, strict=True)
         for record in result.history
     ]
     return pd.DataFrame(rows)
@@ -272,9 +270,8 @@ def run_fit(
         control=pd.DataFrame(
             [
                 {"worker": address, **row}
-                for address, result in zip(members, results)
+                for address, result in zip(members, results, strict=True)
                 for row in result.control
             ]
         ),
     )
-

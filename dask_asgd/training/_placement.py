@@ -108,7 +108,8 @@ def scatter_in_memory(
     partitions: dict[str, list[Future]] = {}
     n_train: dict[str, int] = {}
     owned: list[Future] = []
-    for address, block in zip(workers, blocks):
+    # Fewer blocks than workers when rows are few: those workers get none.
+    for address, block in zip(workers, blocks, strict=False):
         # With shuffling, ``block`` is in random order: the copy below is the
         # one-time permutation that lets each epoch read consecutive rows
         # (see _shuffle.py) without following the input's order.
@@ -126,7 +127,9 @@ def scatter_in_memory(
         [future] = client.scatter([partition], workers=[address], hash=False)
         partitions[address] = [future]
         owned.append(future)
-        n_train[address] = int(block.size - (held_out.sum() if held_out is not None else 0))
+        n_train[address] = int(
+            block.size - (held_out.sum() if held_out is not None else 0)
+        )
     return Placement(partitions=partitions, n_train=n_train, owned=owned)
 
 
@@ -161,8 +164,9 @@ def _block_partition(
     if validation_fraction:
         rng = np.random.default_rng(seed)
         validation = rng.random(X_block.shape[0]) < validation_fraction
-    return Partition(X=X_block, targets=encode(y_block), sample_weight=weights,
-                     validation=validation)
+    return Partition(
+        X=X_block, targets=encode(y_block), sample_weight=weights, validation=validation
+    )
 
 
 def place_dask(
@@ -217,7 +221,8 @@ def place_dask(
     x_chunks = chunk_futures(persisted[0])
     y_chunks = chunk_futures(persisted[1])
     w_chunks = (
-        chunk_futures(persisted[2]) if sample_weight is not None
+        chunk_futures(persisted[2])
+        if sample_weight is not None
         else [None] * len(x_chunks)
     )
     who_has = client.who_has(x_chunks)
@@ -227,7 +232,7 @@ def place_dask(
     owned: list[Future] = [f for array in persisted for f in futures_of(array)]
     rows_per_chunk = persisted[0].chunks[0]
     for index, (x_chunk, y_chunk, w_chunk) in enumerate(
-        zip(x_chunks, y_chunks, w_chunks)
+        zip(x_chunks, y_chunks, w_chunks, strict=True)
     ):
         holders = [w for w in who_has.get(x_chunk.key, ()) if w in allowed]
         address = holders[0] if holders else allowed[index % len(allowed)]
@@ -247,7 +252,7 @@ def place_dask(
         partitions.setdefault(address, []).append(future)
         owned.append(future)
         rows = int(rows_per_chunk[index])
-        held_out = int(round(rows * validation_fraction)) if validation_fraction else 0
+        held_out = round(rows * validation_fraction) if validation_fraction else 0
         n_train[address] = n_train.get(address, 0) + rows - held_out
     return Placement(partitions=partitions, n_train=n_train, owned=owned)
 
@@ -285,13 +290,23 @@ class InMemoryRows:
         return hasattr(self.X, "indptr")
 
     def place(
-        self, client: Client, workers: list[str], rng: np.random.Generator,
-        shuffle: bool, min_rows_per_worker: int,
+        self,
+        client: Client,
+        workers: list[str],
+        rng: np.random.Generator,
+        shuffle: bool,
+        min_rows_per_worker: int,
     ) -> Placement:
         """Scatter the rows (see :func:`scatter_in_memory`)."""
         return scatter_in_memory(
-            client, workers, self.X, self.targets, self.sample_weight,
-            self.validation, rng if shuffle else None, min_rows_per_worker,
+            client,
+            workers,
+            self.X,
+            self.targets,
+            self.sample_weight,
+            self.validation,
+            rng if shuffle else None,
+            min_rows_per_worker,
         )
 
 
@@ -313,11 +328,22 @@ class DaskRows:
         return self.X.dtype
 
     def place(
-        self, client: Client, workers: list[str], rng: np.random.Generator,
-        shuffle: bool, min_rows_per_worker: int,
+        self,
+        client: Client,
+        workers: list[str],
+        rng: np.random.Generator,
+        shuffle: bool,
+        min_rows_per_worker: int,
     ) -> Placement:
         """Build partitions where the chunks are (see :func:`place_dask`)."""
         return place_dask(
-            client, workers, self.X, self.y, self.sample_weight, self.encode,
-            self.dtype, self.validation_fraction, rng,
+            client,
+            workers,
+            self.X,
+            self.y,
+            self.sample_weight,
+            self.encode,
+            self.dtype,
+            self.validation_fraction,
+            rng,
         )

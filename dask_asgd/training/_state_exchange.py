@@ -47,7 +47,10 @@ class StateExchange:
     """
 
     def __init__(
-        self, endpoint: Endpoint, n_columns: int, message_size: float,
+        self,
+        endpoint: Endpoint,
+        n_columns: int,
+        message_size: float,
         parzen_window: bool,
     ) -> None:
         self.endpoint = endpoint
@@ -86,8 +89,10 @@ class StateExchange:
         for message in messages:
             payload = message.payload
             start = int(message.metadata.get("column_start", 0))
-            if payload.ndim != 2 or payload.shape[0] != proposal.shape[0] or (
-                start + payload.shape[1] > proposal.shape[1]
+            if (
+                payload.ndim != 2
+                or payload.shape[0] != proposal.shape[0]
+                or (start + payload.shape[1] > proposal.shape[1])
             ):
                 self.rejected += 1
                 continue

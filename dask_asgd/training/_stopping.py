@@ -36,7 +36,10 @@ class StoppingRule:
     """
 
     def __init__(
-        self, tol: float | None, n_iter_no_change: int, early_stopping: bool,
+        self,
+        tol: float | None,
+        n_iter_no_change: int,
+        early_stopping: bool,
         adaptive: bool,
     ) -> None:
         self.tol = -math.inf if tol is None else float(tol)

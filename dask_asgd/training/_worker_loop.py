@@ -19,9 +19,9 @@ from distributed import secede
 from ..balancing import report_epoch
 from ..exchange import join_topic
 from ..kernels import StepSettings, sgd_pass
+from ._communication import Communicator
 from ._model_state import ModelState
 from ._shuffle import epoch_order
-from ._communication import Communicator
 from ._state_exchange import StateExchange
 from ._stopping import Decision, StoppingRule
 
@@ -198,7 +198,8 @@ def _train(
     l1_total = 0.0
     t = float(task.t_start)
     training_rows = [
-        np.flatnonzero(~p.validation) if p.validation is not None
+        np.flatnonzero(~p.validation)
+        if p.validation is not None
         else np.arange(p.targets.shape[0], dtype=np.int64)
         for p in partitions
     ]
@@ -208,7 +209,9 @@ def _train(
     # about the whole model, so those use one rule for all outputs.
     per_output = not task.early_stopping and not task.adaptive and n_outputs > 1
     rules = [
-        StoppingRule(task.tol, task.n_iter_no_change, task.early_stopping, task.adaptive)
+        StoppingRule(
+            task.tol, task.n_iter_no_change, task.early_stopping, task.adaptive
+        )
         for _ in range(n_outputs if per_output else 1)
     ]
     active = np.ones(n_outputs, dtype=np.bool_)
@@ -218,8 +221,10 @@ def _train(
     for epoch in range(task.max_iter):
         started = time.perf_counter()
         output_losses = np.zeros(n_outputs)
-        visit = rng.permutation(len(partitions)) if rng is not None else range(
-            len(partitions)
+        visit = (
+            rng.permutation(len(partitions))
+            if rng is not None
+            else range(len(partitions))
         )
         for index in visit:
             part = partitions[index]
@@ -231,11 +236,22 @@ def _train(
                     step = min(step, communicator.samples_until_send())
                 stop = min(position + step, order.shape[0])
                 t, chunk_loss, l1_total = sgd_pass(
-                    state.weights, state.intercepts, state.average_weights,
-                    state.average_intercepts, cumulative_l1, part.X, part.targets,
-                    part.sample_weight, task.positive_weight, task.negative_weight,
-                    order[position:stop], settings, t, l1_total,
-                    active, output_losses,
+                    state.weights,
+                    state.intercepts,
+                    state.average_weights,
+                    state.average_intercepts,
+                    cumulative_l1,
+                    part.X,
+                    part.targets,
+                    part.sample_weight,
+                    task.positive_weight,
+                    task.negative_weight,
+                    order[position:stop],
+                    settings,
+                    t,
+                    l1_total,
+                    active,
+                    output_losses,
                 )
                 if communicator is not None:
                     communicator.after_samples(stop - position, chunk_loss, state)
@@ -296,7 +312,7 @@ def _train(
             break
     return WorkerResult(
         state=state,
-        n_samples_trained=int(round(t - task.t_start)),
+        n_samples_trained=round(t - task.t_start),
         n_iter=n_iter,
         t_end=t,
         history=history,

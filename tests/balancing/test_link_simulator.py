@@ -18,7 +18,11 @@ def wide_sparse():
     n_rows, n_features, per_row = 200_000, 50_000, 20
     indices = rng.integers(0, n_features, size=n_rows * per_row)
     X = sp.csr_matrix(
-        (rng.random(n_rows * per_row), indices, np.arange(0, n_rows * per_row + 1, per_row)),
+        (
+            rng.random(n_rows * per_row),
+            indices,
+            np.arange(0, n_rows * per_row + 1, per_row),
+        ),
         shape=(n_rows, n_features),
     )
     X.sum_duplicates()
@@ -31,12 +35,19 @@ def adaptive_fit(X, y, bandwidth, send_interval):
         "asgd.exchange.simulate.bandwidth": bandwidth,
         "asgd.balancing.report-period": "0.1s",
     }
-    with dask.config.set(settings), LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
-    ) as cluster, Client(cluster):
+    with (
+        dask.config.set(settings),
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster),
+    ):
         return ASGDClassifier(
-            communication="adaptive", send_interval=send_interval, max_iter=40,
-            tol=None, random_state=0,
+            communication="adaptive",
+            send_interval=send_interval,
+            max_iter=40,
+            tol=None,
+            random_state=0,
         ).fit(X, y)
 
 

@@ -66,14 +66,14 @@ def test_settles_within_a_few_reports_after_a_change(bandwidth):
     policy = BalancingPolicy()
     before = run(policy, Settings(4096, 1.0), link(1.5e9))[-1]
     history = run(policy, before, link(bandwidth), reports=12)
-    final = history[-1]
     changes_after = [i for i in range(1, len(history)) if history[i] != history[i - 1]]
     assert not changes_after or max(changes_after) <= 8
 
 
 def test_bounds_are_respected():
-    limits = PolicyLimits(min_send_interval=1000, max_send_interval=50_000,
-                          min_message_size=0.25)
+    limits = PolicyLimits(
+        min_send_interval=1000, max_send_interval=50_000, min_message_size=0.25
+    )
     policy = BalancingPolicy(limits)
     for bandwidth in (1e3, 1e12):
         for settings in run(policy, Settings(4096, 1.0), link(bandwidth)):
@@ -109,7 +109,8 @@ def test_fast_progress_stretches_and_flat_loss_does_not():
 def test_small_states_are_never_split():
     policy = BalancingPolicy()
     small = run(
-        policy, Settings(4096, 1.0),
+        policy,
+        Settings(4096, 1.0),
         lambda s: signals(send_latency=2.0, state_bytes=808),
     )[-1]
     assert small.message_size == 1.0

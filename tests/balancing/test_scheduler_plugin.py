@@ -32,7 +32,9 @@ async def test_membership_stats_in_settings_out(c, s, a, b):
     plugin = s.plugins["asgd"]
     assert {"asgd_fit_start", "asgd_epoch_report", "asgd_balance"} <= set(s.handlers)
     await c.scheduler.asgd_fit_start(
-        fit_id="fit-1", members=[a.address, b.address], limits={"min_send_interval": 512}
+        fit_id="fit-1",
+        members=[a.address, b.address],
+        limits={"min_send_interval": 512},
     )
     assert plugin.fits["fit-1"].members == {a.address, b.address}
 
@@ -47,7 +49,9 @@ async def test_membership_stats_in_settings_out(c, s, a, b):
     assert answer["message_size"] < 1.0 or answer["send_interval"] > 4096
     assert answer["send_interval"] >= 512
     events = [event for _, event in s.get_events("asgd")]
-    assert any(e.get("action") == "settings" and e["worker"] == a.address for e in events)
+    assert any(
+        e.get("action") == "settings" and e["worker"] == a.address for e in events
+    )
 
     # The epoch barrier sums the members' values and answers both.
     first, second = await asyncio.gather(
@@ -62,7 +66,9 @@ async def test_membership_stats_in_settings_out(c, s, a, b):
 
     # A stranger is refused.
     foreign = await c.scheduler.asgd_balance(
-        fit_id="fit-1", member="tcp://nowhere:1", signals=SIGNALS,
+        fit_id="fit-1",
+        member="tcp://nowhere:1",
+        signals=SIGNALS,
         settings={"send_interval": 4096, "message_size": 1.0},
     )
     assert foreign["status"] == "aborted"
