@@ -263,7 +263,7 @@ def run(
         Client(cluster) as client,
     ):
         client.register_plugin(ExchangeWorkerPlugin(), name=PLUGIN_NAME)
-        a, b = sorted(client.scheduler_info()["workers"])
+        a, b = sorted(client.sync(client.scheduler.identity, n_workers=-1)["workers"])
         client.run(install_raw_handler, workers=[b])
         run_id = f"bench-{time.time_ns()}"
         slots = 2 * max(messages.values()) + 10  # the receiver must lose nothing

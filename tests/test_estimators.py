@@ -76,7 +76,9 @@ def test_fit_on_process_cluster(process_client, classification):
     X_train, X_test, y_train, y_test = classification
     with process_client.as_current():
         model = ASGDClassifier(loss="log_loss", random_state=0).fit(X_train, y_train)
-    workers = set(process_client.scheduler_info()["workers"])
+    workers = set(
+        process_client.sync(process_client.scheduler.identity, n_workers=-1)["workers"]
+    )
     assert set(model.history_["worker"]) == workers
     assert model.score(X_test, y_test) > 0.8
     _assert_cluster_clean(process_client)

@@ -46,7 +46,9 @@ def test_killed_worker_fails_the_fit_cleanly():
         thread = threading.Thread(target=long_fit)
         thread.start()
         poll_for(lambda: len(training_tasks(client)) == 2, timeout=30)
-        victim = sorted(client.scheduler_info()["workers"])[0]
+        victim = sorted(
+            client.sync(client.scheduler.identity, n_workers=-1)["workers"]
+        )[0]
         pid = client.run(os.getpid, workers=[victim])[victim]
         os.kill(pid, signal.SIGKILL)
         thread.join(timeout=60)

@@ -51,7 +51,10 @@ def cluster_workers(client: Client, n_workers: int | None) -> list[str]:
     -------
     list of str
     """
-    workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
+    # Asked of the scheduler directly: Client.scheduler_info() returns a cache
+    # that the client's periodic refresh may have just emptied of workers.
+    identity = client.sync(client.scheduler.identity, n_workers=-1)
+    workers = sorted(identity["workers"])
     if not workers:
         raise RuntimeError(
             "The Dask cluster has no workers. Start some workers or wait for them "

@@ -101,7 +101,7 @@ def by_value():
 def test_two_process_workers_gossip_and_leave_no_handlers(cluster, by_value):
     with Client(cluster) as client:
         client.register_plugin(ExchangeWorkerPlugin(), name=PLUGIN_NAME)
-        peers = sorted(client.scheduler_info()["workers"])
+        peers = sorted(client.sync(client.scheduler.identity, n_workers=-1)["workers"])
         assert len(peers) == 2
         run_id = new_run_id()
         futures = [
