@@ -68,6 +68,7 @@ class Communicator:
         self._period_exchanges = 0
         self._last_loss_rate: float | None = None
         self._latency = 0.0
+        self._signals: dict[str, Any] = {}
         self._last_counters = self._counters()
         #: One row per settings change (and the start), for the history.
         self.control: list[dict[str, Any]] = [self._control_row("initial", {})]
