@@ -85,7 +85,9 @@ class StateExchange:
         if not messages:
             return
         proposal = pack(state)
-        by_block: dict[int, list[np.ndarray]] = defaultdict(list)
+        # Keyed by start and width: peers whose message size changed send
+        # blocks of other widths from the same column.
+        by_block: dict[tuple[int, int], list[np.ndarray]] = defaultdict(list)
         for message in messages:
             payload = message.payload
             start = int(message.metadata.get("column_start", 0))
@@ -96,8 +98,10 @@ class StateExchange:
             ):
                 self.rejected += 1
                 continue
-            by_block[start].append(payload.astype(proposal.dtype, copy=False))
-        for start, payloads in by_block.items():
+            by_block[start, payload.shape[1]].append(
+                payload.astype(proposal.dtype, copy=False)
+            )
+        for (start, _), payloads in by_block.items():
             received = np.stack(payloads)
             if self.parzen_window and previous is not None:
                 accepted = parzen_merge(previous, proposal, received, start)

@@ -1,0 +1,85 @@
+"""Merging received states into a worker's model (no cluster)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dask_asgd.exchange import Message
+from dask_asgd.training._model_state import ModelState
+from dask_asgd.training._state_exchange import StateExchange, pack
+
+
+class FakeEndpoint:
+    def __init__(self, messages):
+        self.messages = list(messages)
+        self.published = []
+
+    def receive(self):
+        messages, self.messages = self.messages, []
+        return messages
+
+    def publish(self, payload, metadata=None, peer=None, *, copy=True):
+        self.published.append((payload.copy(), dict(metadata or {})))
+        return True
+
+
+def message(payload, start):
+    return Message(
+        topic="t",
+        run_id="t",
+        sender="w",
+        payload=payload,
+        metadata={"column_start": start},
+    )
+
+
+def state(value, n_outputs=2, n_features=5):
+    model = ModelState.zeros(n_outputs, n_features, np.float64)
+    model.weights[...] = value
+    model.intercepts[...] = value
+    return model
+
+
+def test_blocks_of_different_widths_from_the_same_column_merge():
+    # A peer changed its message size: two blocks start at column 0.
+    wide = np.full((2, 6), 2.0)
+    narrow = np.full((2, 3), 4.0)
+    endpoint = FakeEndpoint([message(wide, 0), message(narrow, 0)])
+    exchange = StateExchange(
+        endpoint, n_columns=6, message_size=1.0, parzen_window=False
+    )
+    model = state(0.0)
+    exchange.merge(model, previous=None)
+    merged = pack(model)
+    # Columns 0-2: mean(0, 2) then mean(that, 4); columns 3-5: mean(0, 2).
+    np.testing.assert_allclose(merged[:, :3], (1.0 + 4.0) / 2)
+    np.testing.assert_allclose(merged[:, 3:], 1.0)
+
+
+def test_parzen_rejects_states_behind_the_step():
+    endpoint = FakeEndpoint([message(np.full((2, 6), -1.0), 0)])
+    exchange = StateExchange(
+        endpoint, n_columns=6, message_size=1.0, parzen_window=True
+    )
+    previous = pack(state(0.0))
+    model = state(1.0)  # the local step moved away from the received state
+    exchange.merge(model, previous)
+    np.testing.assert_allclose(pack(model), 1.0)
+    assert (exchange.accepted, exchange.rejected) == (0, 2)
+
+
+@pytest.mark.parametrize(
+    "message_size, widths", [(1.0, [6]), (0.5, [3, 3]), (0.4, [3, 3])]
+)
+def test_publish_rotates_column_blocks(message_size, widths):
+    endpoint = FakeEndpoint([])
+    exchange = StateExchange(
+        endpoint, n_columns=6, message_size=message_size, parzen_window=True
+    )
+    model = state(3.0)
+    for _ in widths:
+        exchange.publish(model)
+    assert [p.shape[1] for p, _ in endpoint.published] == widths
+    starts = [meta["column_start"] for _, meta in endpoint.published]
+    assert starts == [sum(widths[:i]) for i in range(len(widths))]
