@@ -144,3 +144,4 @@ html_theme_options = {
     "show_toc_level": 2,
 }
 html_show_sourcelink = False
+html_static_path = ["_static"]
