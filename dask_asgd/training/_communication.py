@@ -100,9 +100,11 @@ class Communicator:
         if self._since_send >= self.send_interval:
             began = time.perf_counter()
             self.exchange.merge(state, self._previous)
-            self.exchange.publish(state)
+            # The packed state just sent is also the next Parzen ``w``: one
+            # copy of the state per exchange instead of two.
+            sent_from = self.exchange.publish(state)
             if self.exchange.parzen_window:
-                self._previous = pack(state)
+                self._previous = sent_from
             self._period_exchange_seconds += time.perf_counter() - began
             self._period_exchanges += 1
             self._since_send = 0

@@ -116,16 +116,26 @@ class StateExchange:
         self.merges += 1
         unpack(proposal, state)
 
-    def publish(self, state: ModelState) -> bool:
-        """Send the next block of ``state`` to a random peer, without waiting."""
+    def publish(self, state: ModelState) -> np.ndarray:
+        """Send the next block of ``state`` to a random peer, without waiting.
+
+        Returns
+        -------
+        ndarray
+            The packed state that was sent from. Nobody may write to it: a
+            whole-state message is sent from it without a copy. The caller may
+            keep it as the Parzen test's ``w``.
+        """
         start = self.block_starts[self._next_block]
         self._next_block = (self._next_block + 1) % len(self.block_starts)
         stop = min(start + self.block_width, self.n_columns)
-        block = pack(state)
+        packed = pack(state)
+        block = packed
         if start > 0 or stop < self.n_columns:
-            block = np.ascontiguousarray(block[:, start:stop])
+            block = np.ascontiguousarray(packed[:, start:stop])
         # pack() made a fresh array that nobody writes to: no second copy.
-        return self.endpoint.publish(block, {"column_start": start}, copy=False)
+        self.endpoint.publish(block, {"column_start": start}, copy=False)
+        return packed
 
     def stats(self) -> dict[str, Any]:
         """Exchange counters so far (cumulative)."""
