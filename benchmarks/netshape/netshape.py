@@ -272,9 +272,10 @@ class Driver:
         target = math.nan
         status = 0
         with ProcessCluster(args.workers, self.out / "logs", args.driver_prefix) as cluster:
-            # Stop the worker processes also on SIGTERM/SIGHUP and at exit.
+            # Stop the worker processes also on signals and at exit. SIGINT
+            # too: a shell starts background jobs with SIGINT ignored.
             atexit.register(cluster.close)
-            for sig in (signal.SIGTERM, signal.SIGHUP):
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 signal.signal(sig, _exit_on_signal)
             cluster.start()
             if not args.skip_sweep:
@@ -314,6 +315,8 @@ class Driver:
                 self.log(f"  target: objective of 'off' after {args.target_epochs} epochs"
                          f" x (1 + {args.slack})")
                 fit, _ = runner.fit(link, off_mode, args.target_epochs)
+                if not math.isfinite(fit.objective):
+                    raise RuntimeError(f"the target fit failed: {fit.error}")
                 target = fit.objective * (1 + args.slack)
                 self.log(f"  'off' after {args.target_epochs} epochs: "
                          f"{fit.objective:.5f} ({fit.wall:.1f} s); target {target:.5f}")
@@ -449,18 +452,22 @@ def report_only(args: argparse.Namespace) -> int:
               f"{data['target']:.5f}: modes may show as not reached only because "
               "their search stopped", file=sys.stderr)
     results = report.retarget(data["results"], target)
-    name = f"retarget-{target:.5f}"
-    header = data.get("header", "## netshape sweep") + (
-        f"\n\nRecomputed from the recorded fits for target {target:.5f} "
-        f"(the run's target was {data['target']:.5f}; 'off' after the target "
-        f"epochs: {base:.5f}).")
+    same = abs(target - data["target"]) <= 1e-9 * data["target"]
+    header = data.get("header", "## netshape sweep")
+    if not same:
+        header += (f"\n\nRecomputed from the recorded fits for target {target:.5f} "
+                   f"(the run's target was {data['target']:.5f}; 'off' after the "
+                   f"target epochs: {base:.5f}).")
     text = report.tables(results, target, header)
-    (folder / f"{name}.md").write_text(text)
     title = data.get("title", "netshape sweep").rsplit("; target", 1)[0]
-    report.plot_sweep(results, folder / f"{name}.png",
-                      f"{title}; target objective {target:.4f}")
+    # The run's own target: redraw its table and plot in place.
+    name = f"retarget-{target:.5f}"
+    md, png = (folder / "sweep.md", folder / "time_to_target.png") if same else \
+        (folder / f"{name}.md", folder / f"{name}.png")
+    md.write_text(text)
+    report.plot_sweep(results, png, f"{title}; target objective {target:.4f}")
     print(text)
-    print(f"wrote {folder / (name + '.md')} and {folder / (name + '.png')}")
+    print(f"wrote {md} and {png}")
     return 0
 
 

@@ -119,7 +119,7 @@ def plot_sweep(results: list[TargetResult], path: Path, title: str) -> None:
     colors["off"] = "0.55"
     colors["adaptive"] = "tab:red"
     width = 0.8 / len(modes)
-    fig, ax = plt.subplots(figsize=(max(8, 1.0 + 2.2 * len(links)), 5.2))
+    fig, ax = plt.subplots(figsize=(max(8, 1.0 + 2.2 * len(links)), 6.2))
     for j, m in enumerate(modes):
         xs, hs, hatch = [], [], []
         for i, link in enumerate(links):
@@ -149,8 +149,9 @@ def plot_sweep(results: list[TargetResult], path: Path, title: str) -> None:
                      label=m) for m in modes]
     handles.append(Patch(facecolor="white", edgecolor="black", hatch="///",
                          label="not reached"))
-    ax.legend(handles=handles, ncol=min(4, len(modes) + 1), fontsize=8, loc="upper left",
-              title="hatched, '>': target not reached (lower bound)",
+    ax.legend(handles=handles, ncol=min(5, len(modes) + 1), fontsize=8,
+              loc="upper center", bbox_to_anchor=(0.5, -0.09),
+              title="hatched, '>': target not reached (bar: lower bound)",
               title_fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
