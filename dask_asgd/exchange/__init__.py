@@ -14,7 +14,10 @@ Configuration (``dask.config``; read on the worker, defaults in code):
 ``asgd.exchange.max-in-flight`` (2)
     Sends a publisher may have pending; past it messages are dropped.
 ``asgd.exchange.send-timeout`` ("2s")
-    Limit of one send; a dead peer costs at most this much.
+    Limit of one send beyond its bytes' time at ``min-bandwidth``.
+``asgd.exchange.min-bandwidth`` ("1MB")
+    Slowest link (bytes/s) a message is given time for: a send of ``n`` bytes
+    fails after ``send-timeout + n / min-bandwidth`` seconds.
 ``asgd.exchange.simulate.bandwidth`` (null)
     Link simulator: a worker's outgoing bytes/s (token bucket); null is off.
 ``asgd.exchange.simulate.latency`` (0)

@@ -522,11 +522,13 @@ class Publisher:
             if self._shaper is not None:
                 await self._shaper.wait(nbytes)
             call = getattr(self._rpc(target), RECEIVE_HANDLER)(**outgoing.message)
-            reply = await self._with_timeout(call)
+            reply = await self._with_timeout(call, self.spec.timeout_for(nbytes))
             latency = time.perf_counter() - outgoing.t0
         except (asyncio.TimeoutError, TimeoutError):
             outcome = _TIMED_OUT
-            self._note_failure(target, f"no reply within {self.spec.send_timeout} s")
+            self._note_failure(
+                target, f"no reply within {self.spec.timeout_for(nbytes):.3g} s"
+            )
         except Exception as e:
             # OSError, CommClosedError, an error raised by the peer's handler:
             # counted, never raised into the training thread.
@@ -555,8 +557,7 @@ class Publisher:
         self._release(outcome, nbytes, latency)
         return outcome
 
-    async def _with_timeout(self, call: Awaitable[Any]) -> Any:
-        timeout = self.spec.send_timeout
+    async def _with_timeout(self, call: Awaitable[Any], timeout: float | None) -> Any:
         if timeout is None:
             return await call
         if sys.version_info >= (3, 11):

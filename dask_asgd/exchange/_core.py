@@ -40,10 +40,14 @@ PEERS_HANDLER = "asgd_exchange_peers"
 #: ``send-timeout`` bounds what a dead peer costs: without it a connect to a
 #: dead address retries for ``distributed.comm.timeouts.connect`` = 30 s
 #: (NOTES.md Q5); 2 s is still 300x the 8 MB transfer time measured there.
+#: ``min-bandwidth`` adds time for the bytes on top, so that a large state on
+#: a slow but live link (3.2 MB at 10 Mbit/s takes 2.6 s) is not cut off and
+#: counted as failed while it still occupies the link.
 CONFIG_DEFAULTS: dict[str, Any] = {
     "mailbox-slots": 4,
     "max-in-flight": 2,
     "send-timeout": "2s",
+    "min-bandwidth": "1MB",
     "simulate.bandwidth": None,
     "simulate.latency": 0,
 }
@@ -160,7 +164,12 @@ class TopicSpec:
     max_in_flight : int
         Messages a publisher may have on the wire before it drops new ones.
     send_timeout : float or None
-        Seconds one send may take before it counts as failed.
+        Seconds one send may take, beyond its bytes' time at
+        ``min_bandwidth``, before it counts as failed.
+    min_bandwidth : float or None
+        The slowest link, in bytes per second, that a message is given time
+        for: a send of ``n`` bytes times out after
+        ``send_timeout + n / min_bandwidth`` seconds. None: no allowance.
     seed : int or None
         Seed of the random peer choice.
     """
@@ -170,6 +179,7 @@ class TopicSpec:
     mailbox_slots: int = CONFIG_DEFAULTS["mailbox-slots"]
     max_in_flight: int = CONFIG_DEFAULTS["max-in-flight"]
     send_timeout: float | None = 2.0
+    min_bandwidth: float | None = 1e6
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -183,6 +193,18 @@ class TopicSpec:
             raise ValueError(f"max_in_flight must be >= 1, got {self.max_in_flight}")
         if self.send_timeout is not None and not self.send_timeout > 0:
             raise ValueError(f"send_timeout must be > 0, got {self.send_timeout}")
+        if self.min_bandwidth is not None and not self.min_bandwidth > 0:
+            raise ValueError(
+                f"min_bandwidth must be > 0 bytes/s, got {self.min_bandwidth}"
+            )
+
+    def timeout_for(self, nbytes: int) -> float | None:
+        """Seconds a send of ``nbytes`` may take before it counts as failed."""
+        if self.send_timeout is None:
+            return None
+        if self.min_bandwidth is None:
+            return self.send_timeout
+        return self.send_timeout + nbytes / self.min_bandwidth
 
     def __str__(self) -> str:
         return f"Topic<{self.topic}[{self.run_id}]>"

@@ -570,6 +570,7 @@ def join_topic(
     mailbox_slots: int | None = None,
     max_in_flight: int | None = None,
     send_timeout: float | str | None = None,
+    min_bandwidth: float | str | None = None,
     seed: int | None = None,
     worker: Worker | None = None,
 ) -> Endpoint:
@@ -594,6 +595,11 @@ def join_topic(
     send_timeout : float or str, optional
         Limit of one send, in seconds or as ``"2s"``; default
         ``asgd.exchange.send-timeout`` (2 s).
+    min_bandwidth : float or str, optional
+        Slowest link a message is given time for, in bytes per second or as
+        ``"1MB"``: a send of ``n`` bytes may take
+        ``send_timeout + n / min_bandwidth``; default
+        ``asgd.exchange.min-bandwidth`` (1 MB/s).
     seed : int, optional
         Seed of the random peer choice.
     worker : distributed.Worker, optional
@@ -627,12 +633,17 @@ def join_topic(
         config_value("send-timeout") if send_timeout is None else send_timeout,
         "send_timeout",
     )
+    bandwidth_floor = parse_rate(
+        config_value("min-bandwidth") if min_bandwidth is None else min_bandwidth,
+        "min_bandwidth",
+    )
     spec = TopicSpec(
         topic=topic,
         run_id=run_id,
         mailbox_slots=mailbox_slots,
         max_in_flight=max_in_flight,
         send_timeout=timeout,
+        min_bandwidth=bandwidth_floor,
         seed=seed,
     )
     return plugin.join(spec, peers)

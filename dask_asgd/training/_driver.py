@@ -131,7 +131,12 @@ def remove_plugins(client: Client) -> None:
         client.unregister_worker_plugin(EXCHANGE_PLUGIN_NAME)
 
 
-def _average(results: list[WorkerResult]) -> ModelState:
+def _average(results: list[WorkerResult], start: ModelState) -> ModelState:
+    """The workers' states averaged, weighted by the samples each trained on.
+
+    Workers that did not average return no running averages; those stay as
+    in ``start``.
+    """
     weights = np.array([r.n_samples_trained for r in results], dtype=np.float64)
     if weights.sum() <= 0:
         weights = np.ones_like(weights)
@@ -144,6 +149,13 @@ def _average(results: list[WorkerResult]) -> ModelState:
             total += share * array
         return total
 
+    if not all(r.state.has_averages() for r in results):
+        return ModelState(
+            mean("weights"),
+            mean("intercepts"),
+            start.average_weights.copy(),
+            start.average_intercepts.copy(),
+        )
     return ModelState(*(mean(f.name) for f in dataclasses.fields(ModelState)))
 
 
@@ -263,7 +275,7 @@ def run_fit(
                 raise WorkerLostError(fit_id, result.failure.split(":", 1)[1])
             raise FitAbortedError(fit_id, result.failure)
     return FitOutcome(
-        state=_average(results),
+        state=_average(results, task.state),
         n_iter=max(r.n_iter for r in results),
         n_samples_trained=sum(r.n_samples_trained for r in results),
         history=history,

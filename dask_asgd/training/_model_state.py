@@ -36,6 +36,23 @@ class ModelState:
             self.average_intercepts.copy(),
         )
 
+    def without_averages(self) -> ModelState:
+        """This state with empty running-average arrays, to send back cheaply.
+
+        Without averaging the running averages never change from the start
+        state, so a worker need not return them (they are as big as the model).
+        """
+        return ModelState(
+            self.weights,
+            self.intercepts,
+            self.average_weights[:, :0],
+            self.average_intercepts[:0],
+        )
+
+    def has_averages(self) -> bool:
+        """Whether the running-average arrays are present (not stripped)."""
+        return self.average_weights.shape == self.weights.shape
+
     def is_finite(self) -> bool:
         """Whether every number of the state is finite."""
         return bool(

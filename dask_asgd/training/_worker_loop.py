@@ -310,6 +310,8 @@ def _train(
             settings = settings._replace(eta0=settings.eta0 / 5.0)
         elif decision is Decision.STOP:
             break
+    if task.settings.average_start <= 0:
+        state = state.without_averages()
     return WorkerResult(
         state=state,
         n_samples_trained=round(t - task.t_start),

@@ -221,6 +221,38 @@ def test_send_timeout_frees_the_slot():
     run(main())
 
 
+def test_send_timeout_gives_big_messages_time_for_their_bytes():
+    """A large state on a slow live link is not cut off at the base timeout."""
+
+    async def main():
+        gate = asyncio.Event()
+        recorder = Recorder(gate=gate)
+        # 8,000 bytes at a floor of 4,000 bytes/s: 2 s on top of the 0.05 s.
+        pub = make_publisher(
+            FakeRPC({B: recorder}), send_timeout=0.05, min_bandwidth=4000.0
+        )
+        assert pub.spec.timeout_for(8000) == pytest.approx(2.05)
+        assert pub.publish(np.zeros(1000))
+        # Longer than the base timeout, well within the allowance.
+        await asyncio.sleep(0.3)
+        gate.set()
+        await settle(lambda: pub.in_flight == 0)
+        stats = pub.stats()
+        assert (stats["sent"], stats["timed_out"]) == (1, 0)
+        assert len(recorder.messages) == 1
+        # Without the allowance the same wait times out.
+        gate.clear()
+        strict = make_publisher(
+            FakeRPC({B: Recorder(gate=gate)}), send_timeout=0.05, min_bandwidth=None
+        )
+        assert strict.publish(np.zeros(1000))
+        await settle(lambda: strict.in_flight == 0)
+        assert strict.stats()["timed_out"] == 1
+        gate.set()
+
+    run(main())
+
+
 def test_close_drops_new_messages_and_aclose_cancels_pending():
     async def main():
         never = asyncio.Event()
@@ -546,6 +578,7 @@ def test_explicit_shaper_settings_on_the_plugin():
         ({"mailbox_slots": 0}, "mailbox_slots"),
         ({"max_in_flight": 0}, "max_in_flight"),
         ({"send_timeout": 0}, "send_timeout"),
+        ({"min_bandwidth": 0}, "min_bandwidth"),
     ],
 )
 def test_topic_spec_validation(kwargs, match):

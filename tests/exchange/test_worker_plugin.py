@@ -215,6 +215,7 @@ async def test_plugin_reaches_new_workers_and_teardown_removes_handlers(c, s):
         "asgd.exchange.mailbox-slots": 7,
         "asgd.exchange.max-in-flight": 3,
         "asgd.exchange.send-timeout": "250ms",
+        "asgd.exchange.min-bandwidth": "10MB",
     },
 )
 async def test_join_topic_defaults_come_from_config(c, s, a):
@@ -222,6 +223,8 @@ async def test_join_topic_defaults_come_from_config(c, s, a):
     spec = join_topic("t", "r", [], worker=a).spec
     assert (spec.mailbox_slots, spec.max_in_flight) == (7, 3)
     assert spec.send_timeout == pytest.approx(0.25)
+    assert spec.min_bandwidth == pytest.approx(10e6)
+    assert spec.timeout_for(5_000_000) == pytest.approx(0.75)
     spec = join_topic("t", "r", [], worker=a, mailbox_slots=1, send_timeout=1).spec
     assert (spec.mailbox_slots, spec.max_in_flight, spec.send_timeout) == (1, 3, 1)
     await c.unregister_worker_plugin(PLUGIN_NAME)

@@ -1,0 +1,49 @@
+"""The driver's weighted average of the workers' final states."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dask_asgd.training._driver import _average
+from dask_asgd.training._model_state import ModelState
+from dask_asgd.training._worker_loop import WorkerResult
+
+
+def result(state: ModelState, n_samples: int) -> WorkerResult:
+    return WorkerResult(
+        state=state,
+        n_samples_trained=n_samples,
+        n_iter=1,
+        t_end=float(n_samples),
+        history=[],
+        failure=None,
+        control=[],
+    )
+
+
+def test_average_weights_states_by_samples_trained():
+    first, second = ModelState.zeros(2, 3, np.float64), ModelState.zeros(2, 3, np.float64)
+    first.weights[:] = 1.0
+    second.weights[:] = 4.0
+    first.average_weights[:] = 2.0
+    averaged = _average(
+        [result(first, 300), result(second, 100)], ModelState.zeros(2, 3, np.float64)
+    )
+    np.testing.assert_allclose(averaged.weights, 1.75)
+    np.testing.assert_allclose(averaged.average_weights, 1.5)
+
+
+def test_workers_without_averaging_send_no_average_arrays():
+    start = ModelState.zeros(1, 4, np.float64)
+    start.average_weights[:] = 7.0  # e.g. from an earlier partial_fit
+    first, second = start.copy(), start.copy()
+    first.weights[:] = 2.0
+    second.weights[:] = 6.0
+    stripped = [first.without_averages(), second.without_averages()]
+    assert all(s.average_weights.size == 0 for s in stripped)
+    assert not stripped[0].has_averages()
+    averaged = _average([result(s, 10) for s in stripped], start)
+    np.testing.assert_allclose(averaged.weights, 4.0)
+    np.testing.assert_array_equal(averaged.average_weights, start.average_weights)
+    assert averaged.average_weights is not start.average_weights
+    assert averaged.average_intercepts.shape == start.intercepts.shape
