@@ -67,7 +67,9 @@ class ProcessCluster:
         plain processes on 127.0.0.1.
     """
 
-    def __init__(self, n_workers: int, log_dir: Path, prefix: str | None = None) -> None:
+    def __init__(
+        self, n_workers: int, log_dir: Path, prefix: str | None = None
+    ) -> None:
         self.n_workers = n_workers
         self.log_dir = log_dir
         self.prefix = prefix
@@ -98,14 +100,20 @@ class ProcessCluster:
         env.update(extra or {})
         return env
 
-    def _popen(self, namespace: str | None, args: list[str], name: str,
-               env: dict[str, str]) -> subprocess.Popen:
+    def _popen(
+        self, namespace: str | None, args: list[str], name: str, env: dict[str, str]
+    ) -> subprocess.Popen:
         command = netns.in_netns(namespace, args) if namespace else args
         log = open(self.log_dir / f"{name}.log", "ab")
         logger.debug("start %s: %s", name, " ".join(command))
         # A session of its own: the process group is ours to signal.
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                env=env, start_new_session=True)
+        return subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
 
     # ------------------------------------------------------------- lifecycle
     def start(self) -> Client:
@@ -113,20 +121,28 @@ class ProcessCluster:
         namespace = f"{self.prefix}s" if self.prefix else None
         self.scheduler = self._popen(
             namespace,
-            [*_dask_command(), "scheduler", "--host", self.host, "--port",
-             str(self.port), "--no-dashboard"],
-            "scheduler", self._env(),
+            [
+                *_dask_command(),
+                "scheduler",
+                "--host",
+                self.host,
+                "--port",
+                str(self.port),
+                "--no-dashboard",
+            ],
+            "scheduler",
+            self._env(),
         )
         deadline = time.monotonic() + 60
         while True:
             try:
                 self.client = Client(self.address, timeout="5s")
                 break
-            except OSError:
+            except OSError as error:
                 if self.scheduler.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(
                         f"scheduler did not start; see {self.log_dir / 'scheduler.log'}"
-                    )
+                    ) from error
                 time.sleep(0.5)
         return self.client
 
@@ -137,19 +153,33 @@ class ProcessCluster:
         for i in range(self.n_workers):
             namespace = f"{self.prefix}w{i}" if self.prefix else None
             host = netns.worker_ip(i) if self.prefix else "127.0.0.1"
-            self.workers.append(self._popen(
-                namespace,
-                [*_dask_command(), "worker", self.address, "--host", host,
-                 "--nthreads", "1", "--name", f"w{i}-{self._generation}",
-                 "--no-dashboard"],
-                f"worker{i}", self._env(env),
-            ))
+            self.workers.append(
+                self._popen(
+                    namespace,
+                    [
+                        *_dask_command(),
+                        "worker",
+                        self.address,
+                        "--host",
+                        host,
+                        "--nthreads",
+                        "1",
+                        "--name",
+                        f"w{i}-{self._generation}",
+                        "--no-dashboard",
+                    ],
+                    f"worker{i}",
+                    self._env(env),
+                )
+            )
         assert self.client is not None
         deadline = time.monotonic() + 120
         while len(self.client.scheduler_info(n_workers=-1)["workers"]) < self.n_workers:
             for worker in self.workers:
                 if worker.poll() is not None:
-                    raise RuntimeError(f"a worker exited; see {self.log_dir}/worker*.log")
+                    raise RuntimeError(
+                        f"a worker exited; see {self.log_dir}/worker*.log"
+                    )
             if time.monotonic() > deadline:
                 raise RuntimeError("workers did not connect within 120 s")
             time.sleep(0.25)

@@ -156,10 +156,23 @@ class Topology:
         for port, namespace, address in endpoints:
             self._add_namespace(namespace)
             # Both ends are born in our namespaces: nothing in the host's.
-            run([
-                "ip", "-n", self.hub, "link", "add", port, "type", "veth",
-                "peer", "name", DEVICE, "netns", namespace,
-            ])
+            run(
+                [
+                    "ip",
+                    "-n",
+                    self.hub,
+                    "link",
+                    "add",
+                    port,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    DEVICE,
+                    "netns",
+                    namespace,
+                ]
+            )
             run(["ip", "-n", self.hub, "link", "set", port, "master", "br0"])
             run(["ip", "-n", self.hub, "link", "set", port, "up"])
             run(["ip", "-n", namespace, "addr", "add", f"{address}/24", "dev", DEVICE])
@@ -167,7 +180,8 @@ class Topology:
         self._wait_reachable()
         logger.info(
             "Created namespaces %s (scheduler %s, workers %s)",
-            ", ".join(self.namespaces), SCHEDULER_IP,
+            ", ".join(self.namespaces),
+            SCHEDULER_IP,
             ", ".join(worker_ip(i) for i in range(self.n_workers)),
         )
 
@@ -175,7 +189,10 @@ class Topology:
         # veth links come up asynchronously; wait until every end is UP (the
         # bridge has STP off, so its ports forward at once). There is no
         # ping on this machine: the cluster start checks the rest.
-        checks = [(self.hub, p) for p in ["br0", "s"] + [f"w{i}" for i in range(self.n_workers)]]
+        checks = [
+            (self.hub, p)
+            for p in ["br0", "s"] + [f"w{i}" for i in range(self.n_workers)]
+        ]
         checks += [(ns, DEVICE) for ns in self.namespaces if ns != self.hub]
         deadline = time.monotonic() + timeout
         for namespace, device in checks:
@@ -184,7 +201,9 @@ class Topology:
                 if "state UP" in out or ("LOWER_UP" in out and device == "br0"):
                     break
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"{device} in {namespace} did not come up: {out}")
+                    raise RuntimeError(
+                        f"{device} in {namespace} did not come up: {out}"
+                    )
                 time.sleep(0.05)
 
     def destroy(self) -> None:
@@ -199,8 +218,10 @@ class Topology:
         for name in reversed(names):
             result = run(["ip", "netns", "del", name], check=False)
             if result.returncode != 0 and "No such file" not in result.stderr:
-                print(f"netshape: could not delete namespace {name}: {result.stderr}",
-                      file=sys.stderr)
+                print(
+                    f"netshape: could not delete namespace {name}: {result.stderr}",
+                    file=sys.stderr,
+                )
         logger.info("Deleted namespaces %s", ", ".join(names))
 
     # -------------------------------------------------------------- shaping
@@ -216,14 +237,23 @@ def shape_device(namespace: str, rate: str | None, device: str = DEVICE) -> None
     call changes the rate of a running link (also in the middle of a fit).
     """
     if rate is None:
-        result = run(in_netns(namespace, ["tc", "qdisc", "del", "dev", device, "root"]),
-                     check=False)
-        if result.returncode != 0 and "No such file" not in result.stderr and \
-                "Cannot delete qdisc with handle of zero" not in result.stderr:
+        result = run(
+            in_netns(namespace, ["tc", "qdisc", "del", "dev", device, "root"]),
+            check=False,
+        )
+        if (
+            result.returncode != 0
+            and "No such file" not in result.stderr
+            and "Cannot delete qdisc with handle of zero" not in result.stderr
+        ):
             raise RuntimeError(result.stderr)
         return
-    run(in_netns(namespace, ["tc", "qdisc", "replace", "dev", device, "root",
-                             *tbf_args(rate)]))
+    run(
+        in_netns(
+            namespace,
+            ["tc", "qdisc", "replace", "dev", device, "root", *tbf_args(rate)],
+        )
+    )
 
 
 def show_qdisc(namespace: str, device: str = DEVICE) -> str:
@@ -323,6 +353,7 @@ def our_namespaces() -> list[str]:
     """Every namespace named by this tool (live or stale)."""
     result = run(["ip", "netns", "list"], check=False)
     return [
-        line.split()[0] for line in result.stdout.splitlines()
+        line.split()[0]
+        for line in result.stdout.splitlines()
         if line.split() and line.split()[0].startswith(PREFIX)
     ]

@@ -71,49 +71,90 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("Usage (from the repository root)::")[1],
     )
-    p.add_argument("--simulate", action="store_true",
-                   help="no namespaces or tc: workers on 127.0.0.1, links from the "
-                        "exchange's link simulator (no root needed)")
-    p.add_argument("--quick", action="store_true",
-                   help=f"a few minutes: {QUICK}")
+    p.add_argument(
+        "--simulate",
+        action="store_true",
+        help="no namespaces or tc: workers on 127.0.0.1, links from the "
+        "exchange's link simulator (no root needed)",
+    )
+    p.add_argument("--quick", action="store_true", help=f"a few minutes: {QUICK}")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--rows", type=int, help="rows of the data set")
     p.add_argument("--features", type=int, default=100_000)
-    p.add_argument("--classes", type=int, default=4,
-                   help="classes (one-vs-rest): the state is classes x (features+1)")
-    p.add_argument("--links", help="comma-separated: unshaped, 10mbit, 100mbit, "
-                                   "1gbit, or any tc rate like 50mbit; the first "
-                                   "defines the target")
-    p.add_argument("--latency", type=float,
-                   help="simulated latency (s) of every shaped link "
-                        f"(default per link: {json.dumps(_latencies())})")
+    p.add_argument(
+        "--classes",
+        type=int,
+        default=4,
+        help="classes (one-vs-rest): the state is classes x (features+1)",
+    )
+    p.add_argument(
+        "--links",
+        help="comma-separated: unshaped, 10mbit, 100mbit, "
+        "1gbit, or any tc rate like 50mbit; the first "
+        "defines the target",
+    )
+    p.add_argument(
+        "--latency",
+        type=float,
+        help="simulated latency (s) of every shaped link "
+        f"(default per link: {json.dumps(_latencies())})",
+    )
     p.add_argument("--intervals", help="comma-separated send intervals of 'fixed'")
-    p.add_argument("--target-epochs", type=int, default=3,
-                   help="the target is the objective of 'off' after this many "
-                        "epochs on the first link")
-    p.add_argument("--slack", type=float, default=0.002,
-                   help="relative slack added to the target, so that a mode as good "
-                        "per epoch as 'off' is not failed by run-to-run noise")
-    p.add_argument("--max-epochs", type=int,
-                   help="give up a mode after this many epochs "
-                        "(default target-epochs + 3)")
-    p.add_argument("--cap", type=float, default=6.0,
-                   help="give up a mode once one fit took longer than CAP x the "
-                        "time to target of 'off' on that link")
+    p.add_argument(
+        "--target-epochs",
+        type=int,
+        default=3,
+        help="the target is the objective of 'off' after this many "
+        "epochs on the first link",
+    )
+    p.add_argument(
+        "--slack",
+        type=float,
+        default=0.002,
+        help="relative slack added to the target, so that a mode as good "
+        "per epoch as 'off' is not failed by run-to-run noise",
+    )
+    p.add_argument(
+        "--max-epochs",
+        type=int,
+        help="give up a mode after this many epochs (default target-epochs + 3)",
+    )
+    p.add_argument(
+        "--cap",
+        type=float,
+        default=6.0,
+        help="give up a mode once one fit took longer than CAP x the "
+        "time to target of 'off' on that link",
+    )
     p.add_argument("--skip-sweep", action="store_true")
     p.add_argument("--skip-change", action="store_true")
-    p.add_argument("--change-after", type=float,
-                   help="seconds into training at which the link changes")
+    p.add_argument(
+        "--change-after",
+        type=float,
+        help="seconds into training at which the link changes",
+    )
     p.add_argument("--change-to", default="10mbit")
-    p.add_argument("--out", type=Path, help="output folder (default: results/<time>-...)")
-    p.add_argument("--cleanup-stale", action="store_true",
-                   help="delete namespaces left by runs of this tool that were "
-                        "killed with SIGKILL, then exit")
-    p.add_argument("--report-only", type=Path, metavar="DIR",
-                   help="rebuild the tables and plot of an earlier sweep in DIR for "
-                        "another target (--slack or --target-value), without fitting")
-    p.add_argument("--target-value", type=float,
-                   help="with --report-only: the target objective itself")
+    p.add_argument(
+        "--out", type=Path, help="output folder (default: results/<time>-...)"
+    )
+    p.add_argument(
+        "--cleanup-stale",
+        action="store_true",
+        help="delete namespaces left by runs of this tool that were "
+        "killed with SIGKILL, then exit",
+    )
+    p.add_argument(
+        "--report-only",
+        type=Path,
+        metavar="DIR",
+        help="rebuild the tables and plot of an earlier sweep in DIR for "
+        "another target (--slack or --target-value), without fitting",
+    )
+    p.add_argument(
+        "--target-value",
+        type=float,
+        help="with --report-only: the target objective itself",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     # Internal: the driver, run inside the scheduler's namespace.
     p.add_argument("--driver-prefix", help=argparse.SUPPRESS)
@@ -140,21 +181,34 @@ def _latencies() -> dict[str, float]:
 def orchestrate(args: argparse.Namespace, argv: list[str]) -> int:
     """Create the namespaces, run the driver inside the scheduler's, clean up."""
     if os.geteuid() != 0:
-        print("netshape: namespaces and tc need root; run as root or use --simulate",
-              file=sys.stderr)
+        print(
+            "netshape: namespaces and tc need root; run as root or use --simulate",
+            file=sys.stderr,
+        )
         return 2
     stale = netns.stale_namespaces()
     if stale:
-        print(f"netshape: namespaces of killed earlier runs exist: {stale}; "
-              "remove them with --cleanup-stale", file=sys.stderr)
+        print(
+            f"netshape: namespaces of killed earlier runs exist: {stale}; "
+            "remove them with --cleanup-stale",
+            file=sys.stderr,
+        )
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     with netns.Topology(args.workers) as topology:
         print(f"netshape: namespaces {', '.join(topology.namespaces)}", flush=True)
-        command = netns.in_netns(topology.scheduler_ns, [
-            sys.executable, str(Path(__file__).resolve()), *argv,
-            "--out", str(out), "--driver-prefix", topology.prefix,
-        ])
+        command = netns.in_netns(
+            topology.scheduler_ns,
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                *argv,
+                "--out",
+                str(out),
+                "--driver-prefix",
+                topology.prefix,
+            ],
+        )
         driver = subprocess.Popen(command)
         try:
             code = driver.wait()
@@ -190,8 +244,9 @@ class Driver:
         self._log.flush()
 
     # -------------------------------------------------------------- shaping
-    def worker_env(self, link, for_change: bool = False,
-                   extra: dict[str, str] | None = None) -> dict[str, str]:
+    def worker_env(
+        self, link, for_change: bool = False, extra: dict[str, str] | None = None
+    ) -> dict[str, str]:
         """Environment of the workers for ``link`` (see cluster.py)."""
         from cluster import BANDWIDTH_ENV, LATENCY_ENV
 
@@ -214,8 +269,13 @@ class Driver:
         for i in range(self.args.workers):
             netns.shape_device(f"{self.args.driver_prefix}w{i}", rate)
 
-    def start_workers(self, cluster, link, for_change: bool = False,
-                      extra: dict[str, str] | None = None) -> None:
+    def start_workers(
+        self,
+        cluster,
+        link,
+        for_change: bool = False,
+        extra: dict[str, str] | None = None,
+    ) -> None:
         env = self.worker_env(link, for_change, extra)
         if not for_change:
             self.shape(link.rate)
@@ -223,9 +283,12 @@ class Driver:
             self.shape(None)
         t = time.perf_counter()
         cluster.start_workers(env)
-        self.log(f"workers started for {link.name} in {time.perf_counter() - t:.1f} s "
-                 f"(env {env or 'none'}"
-                 + ("" if self.simulate else f", tc rate {link.rate or 'none'}") + ")")
+        self.log(
+            f"workers started for {link.name} in {time.perf_counter() - t:.1f} s "
+            f"(env {env or 'none'}"
+            + ("" if self.simulate else f", tc rate {link.rate or 'none'}")
+            + ")"
+        )
         if not self.simulate:
             for i in range(self.args.workers):
                 q = netns.show_qdisc(f"{self.args.driver_prefix}w{i}").splitlines()
@@ -234,44 +297,55 @@ class Driver:
 
     def warm_up(self) -> None:
         """Untimed small fits: numba compilation, plugin registration."""
-        from dask_asgd import ASGDClassifier
-
         import workload
+
+        from dask_asgd import ASGDClassifier
 
         n = min(20_000, self.X.shape[0])
         for communication in ("off", "fixed", "adaptive"):
             try:
-                ASGDClassifier(max_iter=1, communication=communication,
-                               **workload.estimator_params()).fit(self.X[:n], self.y[:n])
-            except Exception as e:  # noqa: BLE001
-                self.log(f"  warm-up fit ({communication}) failed: {type(e).__name__}: {e}")
+                ASGDClassifier(
+                    max_iter=1,
+                    communication=communication,
+                    **workload.estimator_params(),
+                ).fit(self.X[:n], self.y[:n])
+            except Exception as e:
+                self.log(
+                    f"  warm-up fit ({communication}) failed: {type(e).__name__}: {e}"
+                )
 
     # ------------------------------------------------------------------ run
     def run(self) -> int:
+        import workload
         from cluster import ProcessCluster
         from sweep import Runner, dump, make_link, make_modes
 
-        import workload
-
         args = self.args
-        kind = "simulate (link simulator on 127.0.0.1)" if self.simulate else \
-            f"root (namespaces {args.driver_prefix}*, tc tbf)"
+        kind = (
+            "simulate (link simulator on 127.0.0.1)"
+            if self.simulate
+            else f"root (namespaces {args.driver_prefix}*, tc tbf)"
+        )
         self.log(f"netshape: {kind}; {args.workers} workers; output {self.out}")
         self.log(f"command: {' '.join(shlex.quote(a) for a in sys.argv)}")
         t = time.perf_counter()
         self.X, self.y = workload.make_data(args.rows, args.features, args.classes)
         state_mb = args.classes * (args.features + 1) * 8 / 1e6
-        self.log(f"data: {args.rows} x {args.features} sparse CSR, {self.X.nnz} nonzeros "
-                 f"({(self.X.data.nbytes + self.X.indices.nbytes) / 1e6:.0f} MB), "
-                 f"{args.classes} classes one-vs-rest; state {state_mb:.1f} MB; "
-                 f"made in {time.perf_counter() - t:.1f} s")
+        self.log(
+            f"data: {args.rows} x {args.features} sparse CSR, {self.X.nnz} nonzeros "
+            f"({(self.X.data.nbytes + self.X.indices.nbytes) / 1e6:.0f} MB), "
+            f"{args.classes} classes one-vs-rest; state {state_mb:.1f} MB; "
+            f"made in {time.perf_counter() - t:.1f} s"
+        )
         links = [make_link(name, args.latency) for name in args.links.split(",")]
         modes = make_modes([int(i) for i in args.intervals.split(",")])
         runner = Runner(self.X, self.y, self.log)
         results = []
         target = math.nan
         status = 0
-        with ProcessCluster(args.workers, self.out / "logs", args.driver_prefix) as cluster:
+        with ProcessCluster(
+            args.workers, self.out / "logs", args.driver_prefix
+        ) as cluster:
             # Stop the worker processes also on signals and at exit. SIGINT
             # too: a shell starts background jobs with SIGINT ignored.
             atexit.register(cluster.close)
@@ -284,15 +358,21 @@ class Driver:
                 finally:
                     dump(self.out / "fits.json", runner.fits)
                 if results:
-                    dump(self.out / "sweep.json", {
-                        "target": target, "target_base": target / (1 + args.slack),
-                        "slack": args.slack, "header": self.header(),
-                        "title": self.title(target), "results": results,
-                    })
+                    dump(
+                        self.out / "sweep.json",
+                        {
+                            "target": target,
+                            "target_base": target / (1 + args.slack),
+                            "slack": args.slack,
+                            "header": self.header(),
+                            "title": self.title(target),
+                            "results": results,
+                        },
+                    )
             if not args.skip_change:
                 try:
                     self.change(cluster, runner)
-                except Exception as e:  # noqa: BLE001 - the sweep is kept
+                except Exception as e:
                     self.log(f"the change run failed: {type(e).__name__}: {e}")
                     status = 1
                 finally:
@@ -308,19 +388,27 @@ class Driver:
         target = math.nan
         off_mode = modes[0]
         for index, link in enumerate(links):
-            self.log(f"== link {link.name} (rate {link.rate or 'unshaped'}, "
-                     f"latency {link.latency * 1e3:g} ms)")
+            self.log(
+                f"== link {link.name} (rate {link.rate or 'unshaped'}, "
+                f"latency {link.latency * 1e3:g} ms)"
+            )
             self.start_workers(cluster, link)
             if index == 0:
-                self.log(f"  target: objective of 'off' after {args.target_epochs} epochs"
-                         f" x (1 + {args.slack})")
+                self.log(
+                    f"  target: objective of 'off' after {args.target_epochs} epochs"
+                    f" x (1 + {args.slack})"
+                )
                 fit, _ = runner.fit(link, off_mode, args.target_epochs)
                 if not math.isfinite(fit.objective):
                     raise RuntimeError(f"the target fit failed: {fit.error}")
                 target = fit.objective * (1 + args.slack)
-                self.log(f"  'off' after {args.target_epochs} epochs: "
-                         f"{fit.objective:.5f} ({fit.wall:.1f} s); target {target:.5f}")
-            off = runner.time_to_target(link, off_mode, target, args.max_epochs, math.inf)
+                self.log(
+                    f"  'off' after {args.target_epochs} epochs: "
+                    f"{fit.objective:.5f} ({fit.wall:.1f} s); target {target:.5f}"
+                )
+            off = runner.time_to_target(
+                link, off_mode, target, args.max_epochs, math.inf
+            )
             results.append(off)
             cap = args.cap * off.wall if off.reached else math.inf
             for mode in modes[1:]:
@@ -328,7 +416,9 @@ class Driver:
                     runner.time_to_target(link, mode, target, args.max_epochs, cap)
                 )
             # Partial results survive an interrupted sweep.
-            (self.out / "sweep.md").write_text(report.tables(results, target, self.header()))
+            (self.out / "sweep.md").write_text(
+                report.tables(results, target, self.header())
+            )
         header = self.header()
         text = report.tables(results, target, header)
         (self.out / "sweep.md").write_text(text)
@@ -339,21 +429,28 @@ class Driver:
 
     def title(self, target: float) -> str:
         args = self.args
-        return (f"{'simulated' if self.simulate else 'tc tbf'} links, "
-                f"{args.workers} workers, {args.rows} x {args.features} sparse, "
-                f"{args.classes} classes; target objective {target:.4f}")
+        return (
+            f"{'simulated' if self.simulate else 'tc tbf'} links, "
+            f"{args.workers} workers, {args.rows} x {args.features} sparse, "
+            f"{args.classes} classes; target objective {target:.4f}"
+        )
 
     def header(self) -> str:
         a = self.args
-        kind = "link simulator only (--simulate)" if self.simulate else \
-            "network namespaces + tc tbf on each worker's egress"
-        return (f"## netshape sweep: {kind}\n\n"
-                f"{a.workers} `dask worker --nthreads 1`; data {a.rows} x {a.features} "
-                f"sparse, {a.classes} classes (log_loss one-vs-rest, alpha "
-                f"{__import__('workload').ALPHA}); state "
-                f"{a.classes * (a.features + 1) * 8 / 1e6:.1f} MB; latency per link: "
-                f"{a.latency if a.latency is not None else _latencies()} s; "
-                f"{datetime.now():%Y-%m-%d %H:%M}")
+        kind = (
+            "link simulator only (--simulate)"
+            if self.simulate
+            else "network namespaces + tc tbf on each worker's egress"
+        )
+        return (
+            f"## netshape sweep: {kind}\n\n"
+            f"{a.workers} `dask worker --nthreads 1`; data {a.rows} x {a.features} "
+            f"sparse, {a.classes} classes (log_loss one-vs-rest, alpha "
+            f"{__import__('workload').ALPHA}); state "
+            f"{a.classes * (a.features + 1) * 8 / 1e6:.1f} MB; latency per link: "
+            f"{a.latency if a.latency is not None else _latencies()} s; "
+            f"{datetime.now():%Y-%m-%d %H:%M}"
+        )
 
     def change(self, cluster, runner) -> None:
         import report
@@ -361,21 +458,26 @@ class Driver:
 
         args = self.args
         link_to = make_link(args.change_to, args.latency)
-        self.log(f"== bandwidth change: unshaped -> {link_to.name} after "
-                 f"{args.change_after} s of training (adaptive; latency "
-                 f"{link_to.latency * 1e3:g} ms throughout)")
+        self.log(
+            f"== bandwidth change: unshaped -> {link_to.name} after "
+            f"{args.change_after} s of training (adaptive; latency "
+            f"{link_to.latency * 1e3:g} ms throughout)"
+        )
         self.start_workers(cluster, link_to, for_change=True)
         # Size the fit so that it runs about 3x change_after: measure an epoch.
         from sweep import Mode
 
-        probe, model = runner.fit(make_link("unshaped"),
-                                  Mode("adaptive", {"communication": "adaptive"}), 3)
+        _, model = runner.fit(
+            make_link("unshaped"), Mode("adaptive", {"communication": "adaptive"}), 3
+        )
         epoch = 1.0
         if model is not None:
             epoch = float(model.history_.groupby("epoch")["seconds"].max().min())
         max_iter = max(4, math.ceil(2.5 * args.change_after / max(epoch, 0.02)))
-        self.log(f"  the fastest of 3 epochs took {epoch:.2f} s unshaped: "
-                 f"max_iter={max_iter}")
+        self.log(
+            f"  the fastest of 3 epochs took {epoch:.2f} s unshaped: "
+            f"max_iter={max_iter}"
+        )
 
         if self.simulate:
             bandwidth = link_to.bytes_per_second
@@ -387,22 +489,34 @@ class Driver:
                 if not all(done.values()):
                     raise RuntimeError(f"no link simulator on some workers: {done}")
         else:
+
             def apply_change() -> None:
                 self.shape(link_to.rate)
 
         if self.simulate:
+
             def reset() -> None:
                 from sweep import _set_simulated_bandwidth
 
                 cluster.client.run(_set_simulated_bandwidth, bandwidth=1e12)
         else:
+
             def reset() -> None:
                 self.shape(None)
 
         note = ""
         try:
-            run = run_change(cluster.client, runner, link_to, args.change_after, max_iter,
-                             apply_change, reset, self.log, attempts=3)
+            run = run_change(
+                cluster.client,
+                runner,
+                link_to,
+                args.change_after,
+                max_iter,
+                apply_change,
+                reset,
+                self.log,
+                attempts=3,
+            )
         except RuntimeError as e:
             if "same shape" not in str(e):
                 raise
@@ -411,30 +525,61 @@ class Driver:
             # blocks of one start but different widths. One mailbox slot
             # cannot hold two: rerun with asgd.exchange.mailbox-slots=1.
             note = "asgd.exchange.mailbox-slots=1 (workaround)"
-            self.log("  every attempt hit the merge bug; restarting the workers with "
-                     "DASK_ASGD__EXCHANGE__MAILBOX_SLOTS=1 and trying again")
-            self.start_workers(cluster, link_to, for_change=True,
-                               extra={"DASK_ASGD__EXCHANGE__MAILBOX_SLOTS": "1"})
-            run = run_change(cluster.client, runner, link_to, args.change_after,
-                             max_iter, apply_change, reset, self.log, attempts=3)
+            self.log(
+                "  every attempt hit the merge bug; restarting the workers with "
+                "DASK_ASGD__EXCHANGE__MAILBOX_SLOTS=1 and trying again"
+            )
+            self.start_workers(
+                cluster,
+                link_to,
+                for_change=True,
+                extra={"DASK_ASGD__EXCHANGE__MAILBOX_SLOTS": "1"},
+            )
+            run = run_change(
+                cluster.client,
+                runner,
+                link_to,
+                args.change_after,
+                max_iter,
+                apply_change,
+                reset,
+                self.log,
+                attempts=3,
+            )
         run.control.to_csv(self.out / "change_control.csv", index=False)
         run.history.to_csv(self.out / "change_history.csv", index=False)
         with open(self.out / "change.json", "w") as f:
-            json.dump({"change_at": run.change_at, "wall": run.wall,
-                       "objective": run.objective, "max_iter": max_iter,
-                       "failed_attempts": run.failures, "note": note,
-                       "from": run.change_from, "to": run.change_to}, f, indent=1)
-        title = (f"adaptive fit, {'simulated' if self.simulate else 'tc tbf'} links: "
-                 f"unshaped -> {report._pretty(link_to.name)} at the dashed line "
-                 f"({args.workers} workers, state "
-                 f"{args.classes * (args.features + 1) * 8 / 1e6:.1f} MB"
-                 + (f"; {note}" if note else "") + ")")
+            json.dump(
+                {
+                    "change_at": run.change_at,
+                    "wall": run.wall,
+                    "objective": run.objective,
+                    "max_iter": max_iter,
+                    "failed_attempts": run.failures,
+                    "note": note,
+                    "from": run.change_from,
+                    "to": run.change_to,
+                },
+                f,
+                indent=1,
+            )
+        title = (
+            f"adaptive fit, {'simulated' if self.simulate else 'tc tbf'} links: "
+            f"unshaped -> {report._pretty(link_to.name)} at the dashed line "
+            f"({args.workers} workers, state "
+            f"{args.classes * (args.features + 1) * 8 / 1e6:.1f} MB"
+            + (f"; {note}" if note else "")
+            + ")"
+        )
         report.plot_change(run, self.out / "change.png", title)
-        summary = run.control[["worker", "time", "send_interval", "message_size",
-                               "reason"]].to_string(index=False)
-        self.log(f"  fit: {run.wall:.1f} s, objective {run.objective:.5f}; change at "
-                 + ", ".join(f"{v:.2f} s" for v in run.change_at.values())
-                 + f"\n{summary}")
+        summary = run.control[
+            ["worker", "time", "send_interval", "message_size", "reason"]
+        ].to_string(index=False)
+        self.log(
+            f"  fit: {run.wall:.1f} s, objective {run.objective:.5f}; change at "
+            + ", ".join(f"{v:.2f} s" for v in run.change_at.values())
+            + f"\n{summary}"
+        )
         self.log(f"wrote {self.out / 'change.png'}")
 
 
@@ -445,25 +590,34 @@ def report_only(args: argparse.Namespace) -> int:
     folder = args.report_only
     data = json.loads((folder / "sweep.json").read_text())
     base = data.get("target_base") or data["target"] / 1.002
-    target = args.target_value if args.target_value is not None else \
-        base * (1 + args.slack)
+    target = (
+        args.target_value if args.target_value is not None else base * (1 + args.slack)
+    )
     if target < data["target"] * (1 - 1e-9):
-        print(f"netshape: {target:.5f} is stricter than the sweep's target "
-              f"{data['target']:.5f}: modes may show as not reached only because "
-              "their search stopped", file=sys.stderr)
+        print(
+            f"netshape: {target:.5f} is stricter than the sweep's target "
+            f"{data['target']:.5f}: modes may show as not reached only because "
+            "their search stopped",
+            file=sys.stderr,
+        )
     results = report.retarget(data["results"], target)
     same = abs(target - data["target"]) <= 1e-9 * data["target"]
     header = data.get("header", "## netshape sweep")
     if not same:
-        header += (f"\n\nRecomputed from the recorded fits for target {target:.5f} "
-                   f"(the run's target was {data['target']:.5f}; 'off' after the "
-                   f"target epochs: {base:.5f}).")
+        header += (
+            f"\n\nRecomputed from the recorded fits for target {target:.5f} "
+            f"(the run's target was {data['target']:.5f}; 'off' after the "
+            f"target epochs: {base:.5f})."
+        )
     text = report.tables(results, target, header)
     title = data.get("title", "netshape sweep").rsplit("; target", 1)[0]
     # The run's own target: redraw its table and plot in place.
     name = f"retarget-{target:.5f}"
-    md, png = (folder / "sweep.md", folder / "time_to_target.png") if same else \
-        (folder / f"{name}.md", folder / f"{name}.png")
+    md, png = (
+        (folder / "sweep.md", folder / "time_to_target.png")
+        if same
+        else (folder / f"{name}.md", folder / f"{name}.png")
+    )
     md.write_text(text)
     report.plot_sweep(results, png, f"{title}; target objective {target:.4f}")
     print(text)
@@ -491,7 +645,9 @@ def main(argv: list[str] | None = None) -> int:
         return report_only(args)
     if args.out is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        suffix = ("simulate" if args.simulate else "root") + ("-quick" if args.quick else "")
+        suffix = ("simulate" if args.simulate else "root") + (
+            "-quick" if args.quick else ""
+        )
         args.out = HERE / "results" / f"{stamp}-{suffix}"
     if args.driver_prefix is not None or args.simulate:
         return Driver(args).run()

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-
 from sweep import ChangeRun, TargetResult
 
 
@@ -44,9 +42,14 @@ def tables(results: list[TargetResult], target: float, header: str) -> str:
         "(epochs of the first fit that reached it); `> t (>k)`: not reached, t is "
         "the wall time of the last fit tried (a lower bound), k its epochs."
     )
-    for key, title in (("wall", "Time to target, wall time of fit()"),
-                       ("train_seconds", "Training seconds of that fit (sum over "
-                        "epochs of the slowest worker's epoch, from history_)")):
+    for key, title in (
+        ("wall", "Time to target, wall time of fit()"),
+        (
+            "train_seconds",
+            "Training seconds of that fit (sum over "
+            "epochs of the slowest worker's epoch, from history_)",
+        ),
+    ):
         lines += ["", f"### {title}", ""]
         lines.append("| link | " + " | ".join(modes) + " |")
         lines.append("|---" * (len(modes) + 1) + "|")
@@ -54,12 +57,17 @@ def tables(results: list[TargetResult], target: float, header: str) -> str:
             cells = [_cell(table.get((link, m)), key) for m in modes]
             lines.append(f"| {link} | " + " | ".join(cells) + " |")
     lines += ["", "### Adaptive against fixed send intervals (wall time)", ""]
-    lines.append("| link | best fixed | worst fixed | adaptive | adaptive / best "
-                 "| within 10% of best | worst / adaptive | >= 2x faster than worst |")
+    lines.append(
+        "| link | best fixed | worst fixed | adaptive | adaptive / best "
+        "| within 10% of best | worst / adaptive | >= 2x faster than worst |"
+    )
     lines.append("|---" * 8 + "|")
     for link in links:
-        fixed = [table[(link, m)] for m in modes
-                 if m.startswith("fixed") and (link, m) in table]
+        fixed = [
+            table[(link, m)]
+            for m in modes
+            if m.startswith("fixed") and (link, m) in table
+        ]
         adaptive = table.get((link, "adaptive"))
         if not fixed or adaptive is None:
             continue
@@ -78,11 +86,17 @@ def tables(results: list[TargetResult], target: float, header: str) -> str:
             f"| {'>' if not worst.reached else ''}{ratio_worst:.2f} "
             f"| {'yes' if ratio_worst >= 2 else 'no'} |"
         )
-    lines += ["", "### Exchange counters of the fit that reached the target "
-              "(or the last one), summed over workers", ""]
-    lines.append("| link | mode | objective | msgs published | sent | failed | dropped "
-                 "| MB sent | rows accepted/rejected (Parzen) | final interval/size "
-                 "per worker | failed attempts |")
+    lines += [
+        "",
+        "### Exchange counters of the fit that reached the target "
+        "(or the last one), summed over workers",
+        "",
+    ]
+    lines.append(
+        "| link | mode | objective | msgs published | sent | failed | dropped "
+        "| MB sent | rows accepted/rejected (Parzen) | final interval/size "
+        "per worker | failed attempts |"
+    )
     lines.append("|---" * 11 + "|")
     for link in links:
         for m in modes:
@@ -94,8 +108,10 @@ def tables(results: list[TargetResult], target: float, header: str) -> str:
             failures = sum(f.failures for f in r.fits)
             lines.append(
                 f"| {link} | {m} | {fit.objective:.5f} "
-                f"| {c.get('messages_published', 0):.0f} | {c.get('messages_sent', 0):.0f} "
-                f"| {c.get('messages_failed', 0):.0f} | {c.get('messages_dropped', 0):.0f} "
+                f"| {c.get('messages_published', 0):.0f} "
+                f"| {c.get('messages_sent', 0):.0f} "
+                f"| {c.get('messages_failed', 0):.0f} "
+                f"| {c.get('messages_dropped', 0):.0f} "
                 f"| {c.get('bytes_sent', 0) / 1e6:.0f} "
                 f"| {c.get('rows_accepted', 0):.0f}/{c.get('rows_rejected', 0):.0f} "
                 f"| {fit.final_settings} | {failures} |"
@@ -129,14 +145,26 @@ def plot_sweep(results: list[TargetResult], path: Path, title: str) -> None:
             xs.append(i + (j - (len(modes) - 1) / 2) * width)
             hs.append(r.wall)
             hatch.append(not r.reached)
-        bars = ax.bar(xs, hs, width * 0.95, color=colors.get(m, "C0"), label=m,
-                      edgecolor="black", linewidth=0.4)
-        for bar, h, unreached in zip(bars, hs, hatch):
+        bars = ax.bar(
+            xs,
+            hs,
+            width * 0.95,
+            color=colors.get(m, "C0"),
+            label=m,
+            edgecolor="black",
+            linewidth=0.4,
+        )
+        for bar, h, unreached in zip(bars, hs, hatch, strict=True):
             if unreached:
                 bar.set_hatch("///")
                 bar.set_alpha(0.6)
-                ax.annotate(">", (bar.get_x() + bar.get_width() / 2, h),
-                            ha="center", va="bottom", fontsize=8)
+                ax.annotate(
+                    ">",
+                    (bar.get_x() + bar.get_width() / 2, h),
+                    ha="center",
+                    va="bottom",
+                    fontsize=8,
+                )
     ax.set_yscale("log")
     ax.set_xticks(range(len(links)))
     ax.set_xticklabels([_pretty(link) for link in links])
@@ -145,22 +173,34 @@ def plot_sweep(results: list[TargetResult], path: Path, title: str) -> None:
     ax.grid(axis="y", which="both", alpha=0.3)
     from matplotlib.patches import Patch
 
-    handles = [Patch(facecolor=colors.get(m, "C0"), edgecolor="black", linewidth=0.4,
-                     label=m) for m in modes]
-    handles.append(Patch(facecolor="white", edgecolor="black", hatch="///",
-                         label="not reached"))
-    ax.legend(handles=handles, ncol=min(5, len(modes) + 1), fontsize=8,
-              loc="upper center", bbox_to_anchor=(0.5, -0.09),
-              title="hatched, '>': target not reached (bar: lower bound)",
-              title_fontsize=7)
+    handles = [
+        Patch(facecolor=colors.get(m, "C0"), edgecolor="black", linewidth=0.4, label=m)
+        for m in modes
+    ]
+    handles.append(
+        Patch(facecolor="white", edgecolor="black", hatch="///", label="not reached")
+    )
+    ax.legend(
+        handles=handles,
+        ncol=min(5, len(modes) + 1),
+        fontsize=8,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.09),
+        title="hatched, '>': target not reached (bar: lower bound)",
+        title_fontsize=7,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
 def _pretty(link: str) -> str:
-    return {"10mbit": "10 Mbit/s", "100mbit": "100 Mbit/s", "1gbit": "1 Gbit/s",
-            "unshaped": "unshaped"}.get(link, link)
+    return {
+        "10mbit": "10 Mbit/s",
+        "100mbit": "100 Mbit/s",
+        "1gbit": "1 Gbit/s",
+        "unshaped": "unshaped",
+    }.get(link, link)
 
 
 def plot_change(run: ChangeRun, path: Path, title: str) -> None:
@@ -185,13 +225,24 @@ def plot_change(run: ChangeRun, path: Path, title: str) -> None:
         label = f"worker {k} ({worker.split('//')[-1]})"
         for ax, column in ((axes[0], "send_interval"), (axes[1], "message_size")):
             values = rows_w[column].to_numpy()
-            ax.step(t, np.append(values, values[-1]), where="post", label=label,
-                    marker="o", markersize=3)
+            ax.step(
+                t,
+                np.append(values, values[-1]),
+                where="post",
+                label=label,
+                marker="o",
+                markersize=3,
+            )
         if has_latency:
             lat = rows_w[rows_w["reason"] != "initial"]
             # Only known at the balancer's changes: points, not a curve.
-            axes[2].plot(lat["time"], lat["signal_send_latency"] * 1e3, "o",
-                         markersize=4, label=label)
+            axes[2].plot(
+                lat["time"],
+                lat["signal_send_latency"] * 1e3,
+                "o",
+                markersize=4,
+                label=label,
+            )
     axes[0].set_yscale("log", base=2)
     axes[0].set_ylabel("send_interval\n[samples]")
     axes[1].set_ylabel("message_size\n[fraction of state]")
@@ -200,17 +251,24 @@ def plot_change(run: ChangeRun, path: Path, title: str) -> None:
         axes[2].set_ylabel("send latency at each\nchange of settings [ms]")
         axes[2].set_yscale("log")
     for ax in axes:
-        for worker, moment in run.change_at.items():
+        for moment in run.change_at.values():
             ax.axvline(moment, color="red", linestyle="--", linewidth=1)
         ax.grid(alpha=0.3)
     if run.change_at:
         moment = float(np.mean(list(run.change_at.values())))
-        axes[0].annotate(f"{_pretty(run.change_from)} -> {_pretty(run.change_to)}",
-                         (moment, 1), xycoords=("data", "axes fraction"),
-                         xytext=(4, -12), textcoords="offset points", color="red",
-                         fontsize=9)
-    axes[-1].set_xlabel("seconds since the worker's training started "
-                        "(communication_history_['time']); markers: balancer changes")
+        axes[0].annotate(
+            f"{_pretty(run.change_from)} -> {_pretty(run.change_to)}",
+            (moment, 1),
+            xycoords=("data", "axes fraction"),
+            xytext=(4, -12),
+            textcoords="offset points",
+            color="red",
+            fontsize=9,
+        )
+    axes[-1].set_xlabel(
+        "seconds since the worker's training started "
+        "(communication_history_['time']); markers: balancer changes"
+    )
     axes[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -238,7 +296,16 @@ def retarget(results: list[dict], target: float) -> list[TargetResult]:
                     setattr(f, key, math.nan)
         hit = next((f for f in fits if f.objective <= target), None)
         last = hit or fits[-1]
-        out.append(TargetResult(r["link"], r["mode"], hit is not None, last.max_iter,
-                                last.wall, last.train_seconds, last.objective,
-                                fits[: fits.index(last) + 1]))
+        out.append(
+            TargetResult(
+                r["link"],
+                r["mode"],
+                hit is not None,
+                last.max_iter,
+                last.wall,
+                last.train_seconds,
+                last.objective,
+                fits[: fits.index(last) + 1],
+            )
+        )
     return out

@@ -74,7 +74,9 @@ def make_link(name: str, latency: float | None = None) -> Link:
     import netns
 
     netns.parse_rate(name)  # validates
-    return Link(name, name, DEFAULT_LATENCY.get(name, 0.001) if latency is None else latency)
+    return Link(
+        name, name, DEFAULT_LATENCY.get(name, 0.001) if latency is None else latency
+    )
 
 
 @dataclass(frozen=True)
@@ -131,9 +133,16 @@ def _counters(model: ASGDClassifier) -> dict[str, float]:
     if "messages_published" not in history.columns:
         return {}
     last = history.sort_values("epoch").groupby("worker").tail(1)
-    keys = ["messages_published", "messages_sent", "messages_failed",
-            "messages_dropped", "messages_lost", "rows_accepted", "rows_rejected",
-            "bytes_sent"]
+    keys = [
+        "messages_published",
+        "messages_sent",
+        "messages_failed",
+        "messages_dropped",
+        "messages_lost",
+        "rows_accepted",
+        "rows_rejected",
+        "bytes_sent",
+    ]
     return {k: float(last[k].sum()) for k in keys if k in last.columns}
 
 
@@ -160,22 +169,25 @@ class Runner:
         of ``communication="adaptive"``).
     """
 
-    def __init__(self, X: Any, y: np.ndarray, log: Callable[[str], None],
-                 retries: int = 4) -> None:
+    def __init__(
+        self, X: Any, y: np.ndarray, log: Callable[[str], None], retries: int = 4
+    ) -> None:
         self.X = X
         self.y = y
         self.log = log
         self.retries = retries
         self.fits: list[FitResult] = []
 
-    def fit(self, link: Link, mode: Mode, max_iter: int,
-            retries: int | None = None) -> tuple[FitResult, ASGDClassifier | None]:
+    def fit(
+        self, link: Link, mode: Mode, max_iter: int, retries: int | None = None
+    ) -> tuple[FitResult, ASGDClassifier | None]:
         """Fit ``mode`` with ``max_iter`` epochs; retry if the fit raises."""
         result = FitResult(link.name, mode.label, max_iter)
         model = None
         for attempt in range(1 + (self.retries if retries is None else retries)):
-            model = ASGDClassifier(max_iter=max_iter, **workload.estimator_params(),
-                                   **mode.params)
+            model = ASGDClassifier(
+                max_iter=max_iter, **workload.estimator_params(), **mode.params
+            )
             started = time.perf_counter()
             try:
                 model.fit(self.X, self.y)
@@ -200,8 +212,9 @@ class Runner:
         self.fits.append(result)
         return result, model
 
-    def time_to_target(self, link: Link, mode: Mode, target: float, max_epochs: int,
-                       cap: float) -> TargetResult:
+    def time_to_target(
+        self, link: Link, mode: Mode, target: float, max_epochs: int, cap: float
+    ) -> TargetResult:
         """Fit with 1, 2, ... epochs until the objective reaches ``target``.
 
         Stops without reaching it after ``max_epochs`` epochs, or once a fit
@@ -215,23 +228,43 @@ class Runner:
             extra = ""
             if result.counters:
                 c = result.counters
-                extra = (f" msgs sent {c.get('messages_sent', 0):.0f}"
-                         f"/{c.get('messages_published', 0):.0f}"
-                         f" failed {c.get('messages_failed', 0):.0f}"
-                         f" MB {c.get('bytes_sent', 0) / 1e6:.0f}")
+                extra = (
+                    f" msgs sent {c.get('messages_sent', 0):.0f}"
+                    f"/{c.get('messages_published', 0):.0f}"
+                    f" failed {c.get('messages_failed', 0):.0f}"
+                    f" MB {c.get('bytes_sent', 0) / 1e6:.0f}"
+                )
             if result.final_settings:
                 extra += f" settings {result.final_settings}"
-            self.log(f"  {link.name:>9} {mode.label:>13} epochs={epochs} "
-                     f"objective={result.objective:.5f} wall={result.wall:.2f}s "
-                     f"train={result.train_seconds:.2f}s{extra}")
+            self.log(
+                f"  {link.name:>9} {mode.label:>13} epochs={epochs} "
+                f"objective={result.objective:.5f} wall={result.wall:.2f}s "
+                f"train={result.train_seconds:.2f}s{extra}"
+            )
             if result.objective <= target:
-                return TargetResult(link.name, mode.label, True, epochs, result.wall,
-                                    result.train_seconds, result.objective, fits)
+                return TargetResult(
+                    link.name,
+                    mode.label,
+                    True,
+                    epochs,
+                    result.wall,
+                    result.train_seconds,
+                    result.objective,
+                    fits,
+                )
             if not result.wall <= cap:  # also stops on NaN (every attempt failed)
                 break
         last = fits[-1]
-        return TargetResult(link.name, mode.label, False, len(fits), last.wall,
-                            last.train_seconds, last.objective, fits)
+        return TargetResult(
+            link.name,
+            mode.label,
+            False,
+            len(fits),
+            last.wall,
+            last.train_seconds,
+            last.objective,
+            fits,
+        )
 
 
 # ---------------------------------------------------------------------------
@@ -278,10 +311,17 @@ class ChangeRun:
     failures: list[str] = field(default_factory=list)
 
 
-def run_change(client: Any, runner: Runner, link_to: Link, change_after: float,
-               max_iter: int, apply_change: Callable[[], None],
-               reset: Callable[[], None], log: Callable[[str], None],
-               attempts: int = 3) -> ChangeRun:
+def run_change(
+    client: Any,
+    runner: Runner,
+    link_to: Link,
+    change_after: float,
+    max_iter: int,
+    apply_change: Callable[[], None],
+    reset: Callable[[], None],
+    log: Callable[[str], None],
+    attempts: int = 3,
+) -> ChangeRun:
     """Fit adaptively; ``change_after`` s into training call ``apply_change``.
 
     A background thread polls the workers (every 50 ms) until their training
@@ -302,7 +342,12 @@ def run_change(client: Any, runner: Runner, link_to: Link, change_after: float,
         stop = threading.Event()
         errors: list[str] = []
 
-        def changer() -> None:
+        def changer(
+            stop: threading.Event,
+            started: dict[str, float],
+            change_at: dict[str, float],
+            errors: list[str],
+        ) -> None:
             try:
                 while not stop.is_set():
                     seen = client.run(_endpoint_open)
@@ -321,18 +366,26 @@ def run_change(client: Any, runner: Runner, link_to: Link, change_after: float,
                     return
                 moment = time.perf_counter()
                 apply_change()
-                log(f"  bandwidth changed to {link_to.name} "
-                    f"(took {time.perf_counter() - moment:.3f} s)")
+                log(
+                    f"  bandwidth changed to {link_to.name} "
+                    f"(took {time.perf_counter() - moment:.3f} s)"
+                )
                 for address, t0 in started.items():
                     change_at[address] = moment - t0
-            except Exception:  # noqa: BLE001 - reported below
+            except Exception:
                 errors.append(traceback.format_exc())
 
-        thread = threading.Thread(target=changer, name="bandwidth-change", daemon=True)
+        thread = threading.Thread(
+            target=changer,
+            args=(stop, started, change_at, errors),
+            name="bandwidth-change",
+            daemon=True,
+        )
         thread.start()
         try:
-            result, model = runner.fit(Link("change", None, 0.0), mode, max_iter,
-                                       retries=0)
+            result, model = runner.fit(
+                Link("change", None, 0.0), mode, max_iter, retries=0
+            )
         finally:
             stop.set()
             thread.join(30)
@@ -346,8 +399,15 @@ def run_change(client: Any, runner: Runner, link_to: Link, change_after: float,
         raise RuntimeError(f"the adaptive fit failed {attempts} times: {failures}")
     if not change_at:
         log("  warning: the fit ended before the bandwidth change")
-    run = ChangeRun(model.communication_history_.copy(), model.history_.copy(),
-                    change_at, result.wall, result.objective, "unshaped", link_to.name)
+    run = ChangeRun(
+        model.communication_history_.copy(),
+        model.history_.copy(),
+        change_at,
+        result.wall,
+        result.objective,
+        "unshaped",
+        link_to.name,
+    )
     run.failures = failures
     return run
 

@@ -69,8 +69,14 @@ def make_data(
     return X, y
 
 
-def objective(coef: np.ndarray, intercept: np.ndarray, X: sp.csr_matrix,
-              y: np.ndarray, classes: np.ndarray, alpha: float = ALPHA) -> float:
+def objective(
+    coef: np.ndarray,
+    intercept: np.ndarray,
+    X: sp.csr_matrix,
+    y: np.ndarray,
+    classes: np.ndarray,
+    alpha: float = ALPHA,
+) -> float:
     """Full training objective of a one-vs-rest log-loss model.
 
     Mean over classes of (mean log loss of the binary problem "class k against

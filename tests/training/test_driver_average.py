@@ -22,7 +22,10 @@ def result(state: ModelState, n_samples: int) -> WorkerResult:
 
 
 def test_average_weights_states_by_samples_trained():
-    first, second = ModelState.zeros(2, 3, np.float64), ModelState.zeros(2, 3, np.float64)
+    first, second = (
+        ModelState.zeros(2, 3, np.float64),
+        ModelState.zeros(2, 3, np.float64),
+    )
     first.weights[:] = 1.0
     second.weights[:] = 4.0
     first.average_weights[:] = 2.0
