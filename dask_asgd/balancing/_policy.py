@@ -27,9 +27,15 @@ For one worker, over the last report period:
   grows back when the link has room. Messages under ``min_bytes_to_split`` are
   never split: their transfer time is latency, which splitting does not cut.
 
-Changes smaller than ``deadband`` are ignored and every change is smoothed, so
-the law holds still on a steady link and settles in a few reports when the
-link changes.
+Changes smaller than ``deadband`` are ignored and changes up to
+``jump_ratio`` are smoothed, so the law holds still on a steady link and
+settles in a few reports when the link changes. A target more than
+``jump_ratio`` times the current interval (the user's starting value on a link
+or state it does not suit, or a link that just slowed by orders of magnitude)
+is taken at once: smoothing it would spend several report periods sending far
+more than the worker or the link can afford. Only moves to *longer* intervals
+jump: one that overshot comes back down smoothly, so the law cannot swing
+between a congested and an idle setting.
 """
 
 from __future__ import annotations
@@ -65,6 +71,9 @@ class PolicyLimits:
     deadband: float = 0.2
     #: Weight of a new target against the current setting (0..1].
     smoothing: float = 0.5
+    #: A target more than this factor above the current interval is applied
+    #: without smoothing.
+    jump_ratio: float = 4.0
 
 
 @dataclass(frozen=True)
@@ -189,11 +198,15 @@ class BalancingPolicy:
             )
             send_time *= message_size / current.message_size
             reason = f"{reason}: larger messages"
-        target = send_time * signals.samples_per_second
-        smoothed = math.exp(
-            limits.smoothing * math.log(max(target, 1.0))
-            + (1.0 - limits.smoothing) * math.log(current.send_interval)
-        )
+        target = max(send_time * signals.samples_per_second, 1.0)
+        ratio = target / current.send_interval
+        if ratio <= limits.jump_ratio:
+            smoothed = math.exp(
+                limits.smoothing * math.log(target)
+                + (1.0 - limits.smoothing) * math.log(current.send_interval)
+            )
+        else:
+            smoothed = target
         interval = round(
             _clip(smoothed, limits.min_send_interval, limits.max_send_interval)
         )

@@ -25,6 +25,12 @@ from ._state_exchange import StateExchange, pack
 
 logger = logging.getLogger(__name__)
 
+#: The first balancing report goes out after this many exchanges (and a tenth
+#: of the report period) instead of a whole period: the user's starting
+#: interval may be far from what the link and the state size allow, and a
+#: whole period at a wrong rate costs more than the rest of a short fit.
+FIRST_REPORT_EXCHANGES = 4
+
 
 class Communicator:
     """Drive one worker's exchanges and, if adaptive, its balancing reports.
@@ -70,6 +76,7 @@ class Communicator:
         self._latency = 0.0
         self._signals: dict[str, Any] = {}
         self._last_counters = self._counters()
+        self._reports = 0
         #: One row per settings change (and the start), for the history.
         self.control: list[dict[str, Any]] = [self._control_row("initial", {})]
 
@@ -135,8 +142,16 @@ class Communicator:
             self._pending = None
         now = time.perf_counter()
         elapsed = now - self._period_start
-        if self._pending is not None or elapsed < self.report_period:
+        first_due = (
+            self._reports == 0
+            and self._period_exchanges >= FIRST_REPORT_EXCHANGES
+            and elapsed >= self.report_period / 10
+        )
+        if self._pending is not None or (
+            elapsed < self.report_period and not first_due
+        ):
             return
+        self._reports += 1
         counters = self._counters()
         delta = {k: counters[k] - self._last_counters.get(k, 0.0) for k in counters}
         if delta["sent"] > 0:

@@ -70,6 +70,23 @@ def test_settles_within_a_few_reports_after_a_change(bandwidth):
     assert not changes_after or max(changes_after) <= 8
 
 
+def test_a_far_longer_target_is_taken_at_once_a_shorter_one_smoothly():
+    policy = BalancingPolicy()
+    # An exchange costs 5 ms of training: at 5 % CPU the worker can afford
+    # one every 0.1 s = 400,000 samples, 100x the starting interval.
+    costly = signals(exchange_seconds=0.005)
+    first = policy.decide(Settings(4096, 1.0), costly)
+    assert first.send_interval == pytest.approx(0.005 / 0.05 * RATE, rel=0.01)
+    # Back on cheap exchanges, the interval comes down in smoothed steps.
+    cheap = signals(exchange_seconds=0.00005)
+    history = run(policy, first, lambda settings: cheap, reports=10)
+    intervals = [s.send_interval for s in history]
+    # Down in several steps, none overshooting where it settles.
+    assert intervals == sorted(intervals, reverse=True)
+    assert intervals[1] > intervals[-1] and intervals[2] > intervals[-1]
+    assert intervals[-1] < intervals[0] / 10
+
+
 def test_bounds_are_respected():
     limits = PolicyLimits(
         min_send_interval=1000, max_send_interval=50_000, min_message_size=0.25
