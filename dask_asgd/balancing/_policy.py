@@ -10,8 +10,10 @@ rarely while the loss falls fast, more often as it flattens).
 
 For one worker, over the last report period:
 
-* ``cost``: wall time one exchange takes from the training thread (merge and
-  publish), and ``latency``: time from publish to the peer's answer;
+* ``cost``: what one exchange costs the worker: wall time in the training
+  thread (merge and publish) plus the CPU time the worker's event loop spent
+  over the period (serialising what was sent and received), per exchange;
+  and ``latency``: time from publish to the peer's answer;
 * ``send_time = max(cost / cpu_budget, latency / link_share)``: the shortest
   time between two sends that keeps exchanges under ``cpu_budget`` of the
   worker's time and keeps a message's transfer under ``link_share`` of the
@@ -82,7 +84,8 @@ class WorkerSignals:
 
     #: Samples trained per second of wall time.
     samples_per_second: float
-    #: Mean seconds one exchange (merge + publish) took in the training thread.
+    #: Mean seconds one exchange costs the worker: merge and publish in the
+    #: training thread plus the event loop's CPU for sending and receiving.
     exchange_seconds: float
     #: Mean seconds from publish to the peer's answer (0 if unknown).
     send_latency: float
@@ -97,6 +100,9 @@ class WorkerSignals:
     progress: float = 0.0
     #: Bytes of a whole-state message (message_size 1).
     state_bytes: int = 0
+    #: CPU seconds of the worker's event loop over the period (for the record;
+    #: already counted in ``exchange_seconds``).
+    loop_seconds: float = 0.0
 
 
 @dataclass

@@ -15,6 +15,7 @@ import asyncio
 import concurrent.futures
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,10 @@ class Communicator:
         Ask the balancer for new settings every ``report_period`` seconds.
     report_period : float
         Seconds between two balancing reports.
+    loop_cpu : callable, optional
+        Returns this worker's share of its event loop's CPU seconds so far;
+        the loop's CPU over a report period is counted into the cost of the
+        period's exchanges (it serialises what is sent and received).
     """
 
     def __init__(
@@ -56,6 +61,7 @@ class Communicator:
         send_interval: int,
         adaptive: bool,
         report_period: float,
+        loop_cpu: Callable[[], float] | None = None,
     ) -> None:
         self.exchange = exchange
         self.fit_id = fit_id
@@ -72,6 +78,10 @@ class Communicator:
         self._period_loss = 0.0
         self._period_exchange_seconds = 0.0
         self._period_exchanges = 0
+        self._loop_cpu = loop_cpu
+        self._period_loop_start = loop_cpu() if loop_cpu is not None else 0.0
+        #: Cost of one exchange last measured, for periods without one.
+        self._exchange_cost = 0.0
         self._last_loss_rate: float | None = None
         self._latency = 0.0
         self._signals: dict[str, Any] = {}
@@ -169,13 +179,19 @@ class Communicator:
             )
             progress /= elapsed
         self._last_loss_rate = loss_rate
+        loop_seconds = 0.0
+        if self._loop_cpu is not None:
+            loop_now = self._loop_cpu()
+            loop_seconds = loop_now - self._period_loop_start
+            self._period_loop_start = loop_now
+        if self._period_exchanges:
+            self._exchange_cost = (
+                self._period_exchange_seconds + loop_seconds
+            ) / self._period_exchanges
         signals = {
             "samples_per_second": self._period_samples / elapsed,
-            "exchange_seconds": (
-                self._period_exchange_seconds / self._period_exchanges
-                if self._period_exchanges
-                else 0.0
-            ),
+            "exchange_seconds": self._exchange_cost,
+            "loop_seconds": loop_seconds,
             "send_latency": self._latency,
             "published": int(delta["published"]),
             "dropped": int(delta["dropped"]),

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from distributed import secede
+from distributed import get_worker, secede
 
 from ..balancing import report_epoch
 from ..exchange import join_topic
 from ..kernels import StepSettings, sgd_pass
 from ._communication import Communicator
+from ._loop_cpu import event_loop_cpu_clock
 from ._model_state import ModelState
 from ._shuffle import epoch_order
 from ._state_exchange import StateExchange
@@ -177,6 +178,7 @@ def train_worker(task: WorkerTask, partitions: list[Partition]) -> WorkerResult:
             task.send_interval,
             adaptive=task.communication == "adaptive",
             report_period=task.report_period,
+            loop_cpu=event_loop_cpu_clock(get_worker()),
         )
     try:
         return _train(task, partitions, communicator)

@@ -1,0 +1,64 @@
+"""CPU time of a worker's event loop: the part of an exchange's cost that the
+training thread does not see.
+
+Sending a state and receiving one are serialised, written and read by the
+worker's event loop, in another thread than the training. On a machine with
+few cores that work takes CPU from training as surely as the merge does, so
+the balancer counts it (NOTES.md Q8: on 2 cores, an 8 MB state sent every
+minibatch halved the training speed while the training thread itself spent
+little time on the exchange).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from distributed import Worker
+
+logger = logging.getLogger(__name__)
+
+
+def event_loop_cpu_clock(worker: Worker) -> Callable[[], float] | None:
+    """A function giving this worker's share of its event loop's CPU seconds.
+
+    Parameters
+    ----------
+    worker : distributed.Worker
+        The worker whose loop to watch.
+
+    Returns
+    -------
+    callable or None
+        Returns the CPU seconds the loop thread has used so far, divided by
+        the number of workers of this process that share the loop (workers
+        started as threads of one process do). None where the platform has
+        no per-thread CPU clock or the loop's thread is unknown.
+    """
+    asyncio_loop = getattr(worker.loop, "asyncio_loop", None)
+    # CPython's event loops record the thread that runs them; there is no
+    # public accessor.
+    thread_id = getattr(asyncio_loop, "_thread_id", None)
+    if thread_id is None:
+        return None
+    try:
+        clock = time.pthread_getcpuclockid(thread_id)
+        time.clock_gettime(clock)
+    except (AttributeError, OSError):
+        logger.debug("No CPU clock for the event loop thread", exc_info=True)
+        return None
+    sharing = sum(
+        1
+        for other in list(Worker._instances)
+        if getattr(other.loop, "asyncio_loop", None) is asyncio_loop
+    )
+    share = 1.0 / max(sharing, 1)
+
+    def loop_cpu_seconds() -> float:
+        try:
+            return time.clock_gettime(clock) * share
+        except OSError:  # pragma: no cover - the loop thread has exited
+            return 0.0
+
+    return loop_cpu_seconds
