@@ -505,47 +505,17 @@ class Driver:
                 self.shape(None)
 
         note = ""
-        try:
-            run = run_change(
-                cluster.client,
-                runner,
-                link_to,
-                args.change_after,
-                max_iter,
-                apply_change,
-                reset,
-                self.log,
-                attempts=3,
-            )
-        except RuntimeError as e:
-            if "same shape" not in str(e):
-                raise
-            # dask-asgd bug (see README, "Known problems"): a long adaptive fit
-            # nearly always dies in the Parzen merge when a mailbox holds two
-            # blocks of one start but different widths. One mailbox slot
-            # cannot hold two: rerun with asgd.exchange.mailbox-slots=1.
-            note = "asgd.exchange.mailbox-slots=1 (workaround)"
-            self.log(
-                "  every attempt hit the merge bug; restarting the workers with "
-                "DASK_ASGD__EXCHANGE__MAILBOX_SLOTS=1 and trying again"
-            )
-            self.start_workers(
-                cluster,
-                link_to,
-                for_change=True,
-                extra={"DASK_ASGD__EXCHANGE__MAILBOX_SLOTS": "1"},
-            )
-            run = run_change(
-                cluster.client,
-                runner,
-                link_to,
-                args.change_after,
-                max_iter,
-                apply_change,
-                reset,
-                self.log,
-                attempts=3,
-            )
+        run = run_change(
+            cluster.client,
+            runner,
+            link_to,
+            args.change_after,
+            max_iter,
+            apply_change,
+            reset,
+            self.log,
+            attempts=3,
+        )
         run.control.to_csv(self.out / "change_control.csv", index=False)
         run.history.to_csv(self.out / "change_history.csv", index=False)
         with open(self.out / "change.json", "w") as f:

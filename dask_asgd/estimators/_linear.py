@@ -106,7 +106,12 @@ _SHARED_PARAMETERS_DOC = """
         in turn.
     parzen_window : bool, default=True
         Merge a received state only if it passes the Parzen-window test
-        (with communication).
+        (with communication), as in the paper. The test rejects states that
+        the worker's own steps lead away from, which is every state when the
+        workers' partitions differ systematically (data partitioned by
+        source, one class per worker); set it to False there, so that
+        exchange can pull the workers' models together. See "When exchange
+        helps" in the user guide.
 """
 
 
