@@ -19,8 +19,9 @@ import sys
 # The package is documented from this checkout, installed or not.
 sys.path.insert(0, os.path.abspath(".."))
 
-import dask_asgd  # noqa: E402
-from sphinx.util.nodes import get_node_source  # noqa: E402
+from sphinx.util.nodes import get_node_source
+
+import dask_asgd
 
 # -- Project ---------------------------------------------------------------
 
