@@ -4,9 +4,11 @@ training thread does not see.
 Sending a state and receiving one are serialised, written and read by the
 worker's event loop, in another thread than the training. On a machine with
 few cores that work takes CPU from training as surely as the merge does, so
-the balancer counts it (NOTES.md Q8: on 2 cores, an 8 MB state sent every
-minibatch halved the training speed while the training thread itself spent
-little time on the exchange).
+the balancer counts it (NOTES.md Q8: on 2 cores, sending an 8 MB state every
+minibatch cut training to half its speed, mainly through CPU contention
+between the training threads, the event loops and the scheduler). Measured
+in the shaped-link benchmark, the loop's share was about as large as the
+training thread's.
 """
 
 from __future__ import annotations
