@@ -58,6 +58,13 @@ def embedded_client() -> distributed.Client:
             n_workers=int(n_workers),
             threads_per_worker=int(_config.get("embedded.threads-per-worker")),
             processes=processes,
+            # Thread workers share this process: each worker's memory monitor
+            # would compare the whole process's memory (the user's data
+            # included) with its 1/n share of the machine and pause, and a
+            # paused worker never starts its training task. Memory here is
+            # the user's own, as with scikit-learn; only process workers get
+            # distributed's per-worker limits.
+            memory_limit="auto" if processes else 0,
             # A random port: a fixed one clashes with the user's own clusters.
             dashboard_address=":0",
             silence_logs=logging.ERROR,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 
+import dask
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -189,3 +190,18 @@ def test_grid_search_on_joblib_dask_backend(process_client, classification):
         search.fit(X_train[:4000], y_train[:4000])
     assert search.best_score_ > 0.7
     _assert_cluster_clean(process_client)
+
+
+def test_embedded_thread_workers_have_no_memory_limit():
+    """Thread workers share the process: a per-worker limit would pause them all."""
+    from dask_asgd.backends import embedded_client, shutdown_embedded
+
+    shutdown_embedded()
+    with dask.config.set(
+        {"asgd.embedded.processes": False, "asgd.embedded.n-workers": 2}
+    ):
+        client = embedded_client()
+        limits = client.run(lambda dask_worker: dask_worker.memory_manager.memory_limit)
+    shutdown_embedded()
+    assert len(limits) == 2
+    assert all(not limit for limit in limits.values())
