@@ -19,6 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from distributed.core import Status
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 from ._policy import BalancingPolicy, PolicyLimits, Settings, WorkerSignals
@@ -182,10 +183,11 @@ class ASGDSchedulerPlugin(SchedulerPlugin):
         try:
             await asyncio.wait_for(done.wait(), timeout)
         except asyncio.TimeoutError:
+            missing = sorted(fit.members - set(reports))
             self._abort(
                 fit,
-                f"epoch {epoch}: workers {sorted(fit.members - set(reports))} did "
-                f"not report within {timeout} s",
+                f"epoch {epoch}: workers {missing} did not report within "
+                f"{timeout} s{self._paused_note(missing)}",
             )
         if fit.aborted is not None:
             return {"status": "aborted", "reason": fit.aborted}
@@ -195,6 +197,24 @@ class ASGDSchedulerPlugin(SchedulerPlugin):
             fit.reports.pop(old, None)
             fit.complete.pop(old, None)
         return {"status": "ok", "totals": totals}
+
+    def _paused_note(self, addresses: list[str]) -> str:
+        """Why workers may be silent: those paused by their memory monitor."""
+        if self.scheduler is None:
+            return ""
+        paused = [
+            address
+            for address in addresses
+            if (state := self.scheduler.workers.get(address)) is not None
+            and state.status == Status.paused
+        ]
+        if not paused:
+            return ""
+        return (
+            f"; {paused} are paused by their memory monitor and cannot start "
+            "or continue training (thread workers of one process: use "
+            "memory_limit=0)"
+        )
 
     def progress(self, fit_id: str, since: int = 0) -> list[dict[str, Any]]:
         """Handler: the completed epochs of a fit from number ``since`` on."""

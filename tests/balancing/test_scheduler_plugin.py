@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from distributed.core import Status
 from distributed.protocol.pickle import dumps
 from distributed.utils_test import async_poll_for, gen_cluster
 
@@ -105,6 +106,25 @@ async def test_epoch_timeout_aborts(c, s, a):
     )
     assert answer["status"] == "aborted"
     assert "did not report" in answer["reason"]
+
+
+# No memory limit: the workers' own monitors would resume a worker paused here.
+@gen_cluster(
+    client=True, nthreads=[("", 1), ("", 1)], worker_kwargs={"memory_limit": 0}
+)
+async def test_epoch_timeout_names_workers_paused_by_memory(c, s, a, b):
+    await install(c)
+    await c.scheduler.asgd_fit_start(fit_id="fit-4", members=[a.address, b.address])
+    # What the memory monitor does when a worker's memory passes its pause
+    # threshold; the scheduler hears of it and marks the worker paused.
+    b.status = Status.paused
+    await async_poll_for(lambda: s.workers[b.address].status == Status.paused, 5)
+    answer = await a.scheduler.asgd_epoch_report(
+        fit_id="fit-4", member=a.address, epoch=0, values={"loss": 1.0}, timeout=0.2
+    )
+    assert answer["status"] == "aborted"
+    assert f"['{b.address}'] are paused by their memory monitor" in answer["reason"]
+    b.status = Status.running
 
 
 @gen_cluster(client=True, nthreads=[("", 1)])
