@@ -153,6 +153,9 @@ def main() -> None:
             threads_per_worker=1,
             processes=False,
             dashboard_address=None,
+            # Thread workers share this process and its data: no per-worker
+            # memory limit, or they pause (see the user guide, "Backends").
+            memory_limit=0,
         ) as cluster,
         Client(cluster),
     ):
