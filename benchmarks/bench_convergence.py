@@ -27,6 +27,7 @@ Usage::
     python benchmarks/bench_convergence.py                 # 2,000,000 x 100
     python benchmarks/bench_convergence.py --rows 200000 --epochs 4   # quick
     python benchmarks/bench_convergence.py --skew 0.8                 # non-IID
+    python benchmarks/bench_convergence.py --skew 1.0 --average       # averaged SGD
 """
 
 from __future__ import annotations
@@ -89,6 +90,11 @@ def main() -> None:
     parser.add_argument("--eta0", type=float, default=0.1)
     parser.add_argument("--power-t", type=float, default=0.5)
     parser.add_argument(
+        "--average",
+        action="store_true",
+        help="averaged SGD (average=True) in every mode, scikit-learn's included",
+    )
+    parser.add_argument(
         "--skew",
         type=float,
         default=None,
@@ -107,7 +113,8 @@ def main() -> None:
         f"data: make_classification({args.rows}, {args.features}), "
         f"{args.workers} workers (threads of one process), log_loss, "
         f"alpha={args.alpha}, learning_rate={args.learning_rate}, eta0={args.eta0}, "
-        f"power_t={args.power_t}, send_interval={args.send_interval}, "
+        f"power_t={args.power_t}, average={args.average}, "
+        f"send_interval={args.send_interval}, "
         f"partitions: {'skewed ' + str(args.skew) if args.skew else 'shuffled'}"
     )
     schedule = {
@@ -116,6 +123,7 @@ def main() -> None:
         "learning_rate": args.learning_rate,
         "eta0": args.eta0,
         "power_t": args.power_t,
+        "average": args.average,
         "tol": None,
         "random_state": 0,
     }
@@ -144,6 +152,11 @@ def main() -> None:
             "parzen_window": False,
         },
         "adaptive": {"communication": "adaptive", "send_interval": args.send_interval},
+        "adaptive, no Parzen": {
+            "communication": "adaptive",
+            "send_interval": args.send_interval,
+            "parzen_window": False,
+        },
     }
     table: dict[str, list[tuple[float, float]]] = {mode: [] for mode in modes}
     accepted: dict[str, tuple[int, int]] = {}
@@ -176,11 +189,11 @@ def main() -> None:
                         int(last["rows_accepted"].sum()),
                         int(last["rows_rejected"].sum()),
                     )
-    header = " | ".join(f"{mode:>17} (loss, s)" for mode in modes)
+    header = " | ".join(f"{mode:>19} (loss, s)" for mode in modes)
     print(f"{'epochs':>6} | {header}")
     for e in range(args.epochs):
         cells = " | ".join(
-            f"{table[mode][e][0]:>17.5f} {table[mode][e][1]:>5.2f}s" for mode in modes
+            f"{table[mode][e][0]:>19.5f} {table[mode][e][1]:>5.2f}s" for mode in modes
         )
         print(f"{e + 1:>6} | {cells}")
     for mode, (n_accepted, n_rejected) in accepted.items():
