@@ -517,18 +517,17 @@ class Publisher:
 
     async def _send(self, outgoing: _Outgoing) -> str:
         target, nbytes = outgoing.target, outgoing.nbytes
+        timeout = self.spec.timeout_for(nbytes)
         latency: float | None = None
         try:
             if self._shaper is not None:
                 await self._shaper.wait(nbytes)
             call = getattr(self._rpc(target), RECEIVE_HANDLER)(**outgoing.message)
-            reply = await self._with_timeout(call, self.spec.timeout_for(nbytes))
+            reply = await self._with_timeout(call, timeout)
             latency = time.perf_counter() - outgoing.t0
         except (asyncio.TimeoutError, TimeoutError):
             outcome = _TIMED_OUT
-            self._note_failure(
-                target, f"no reply within {self.spec.timeout_for(nbytes):.3g} s"
-            )
+            self._note_failure(target, f"no reply within {timeout:.3g} s")
         except Exception as e:
             # OSError, CommClosedError, an error raised by the peer's handler:
             # counted, never raised into the training thread.

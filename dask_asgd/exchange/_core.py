@@ -178,8 +178,12 @@ class TopicSpec:
     run_id: str
     mailbox_slots: int = CONFIG_DEFAULTS["mailbox-slots"]
     max_in_flight: int = CONFIG_DEFAULTS["max-in-flight"]
-    send_timeout: float | None = 2.0
-    min_bandwidth: float | None = 1e6
+    send_timeout: float | None = parse_timeout(
+        CONFIG_DEFAULTS["send-timeout"], "send-timeout"
+    )
+    min_bandwidth: float | None = parse_rate(
+        CONFIG_DEFAULTS["min-bandwidth"], "min-bandwidth"
+    )
     seed: int | None = None
 
     def __post_init__(self) -> None:

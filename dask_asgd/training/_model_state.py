@@ -42,11 +42,14 @@ class ModelState:
         Without averaging the running averages never change from the start
         state, so a worker need not return them (they are as big as the model).
         """
+        dtype = self.average_weights.dtype
+        # Fresh empty arrays, not views: a view would keep the full averages
+        # alive for as long as the result is.
         return ModelState(
             self.weights,
             self.intercepts,
-            self.average_weights[:, :0],
-            self.average_intercepts[:0],
+            np.empty((self.weights.shape[0], 0), dtype=dtype),
+            np.empty(0, dtype=dtype),
         )
 
     def has_averages(self) -> bool:

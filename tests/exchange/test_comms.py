@@ -233,9 +233,9 @@ def test_send_timeout_gives_big_messages_time_for_their_bytes():
         )
         assert pub.spec.timeout_for(8000) == pytest.approx(2.05)
         assert pub.publish(np.zeros(1000))
-        # Longer than the base timeout, well within the allowance.
-        await asyncio.sleep(0.3)
-        gate.set()
+        # The peer answers after 0.3 s, as a slow link would: longer than the
+        # base timeout, well within the allowance for the bytes.
+        asyncio.get_running_loop().call_later(0.3, gate.set)
         await settle(lambda: pub.in_flight == 0)
         stats = pub.stats()
         assert (stats["sent"], stats["timed_out"]) == (1, 0)

@@ -44,6 +44,8 @@ def test_workers_without_averaging_send_no_average_arrays():
     second.weights[:] = 6.0
     stripped = [first.without_averages(), second.without_averages()]
     assert all(s.average_weights.size == 0 for s in stripped)
+    # Nothing of the full averages travels or stays referenced.
+    assert all(s.average_weights.base is None for s in stripped)
     assert not stripped[0].has_averages()
     averaged = _average([result(s, 10) for s in stripped], start)
     np.testing.assert_allclose(averaged.weights, 4.0)
