@@ -2,6 +2,6 @@
 
 from . import _config  # noqa: F401  (registers the asgd.* config defaults)
 from ._version import __version__
-from .estimators import ASGDClassifier, ASGDRegressor
+from .estimators import ASGDClassifier, ASGDKMeans, ASGDRegressor
 
-__all__ = ["ASGDClassifier", "ASGDRegressor", "__version__"]
+__all__ = ["ASGDClassifier", "ASGDKMeans", "ASGDRegressor", "__version__"]

@@ -42,6 +42,42 @@ from ..training import (
 
 logger = logging.getLogger(__name__)
 
+#: numpydoc of the parameters every ASGD estimator shares: where it trains and
+#: how its workers exchange states.
+COMMUNICATION_PARAMETERS_DOC = """    n_workers : int or None, default=None
+        Train on at most this many Dask workers; None uses every worker.
+    communication : {'adaptive', 'fixed', 'off'}, default='adaptive'
+        How workers exchange states during training. ``'fixed'``: every
+        ``send_interval`` samples a worker merges the states that peers sent
+        it and pushes its own (``message_size`` of it) to a random peer,
+        without waiting. ``'adaptive'``: the same, but the scheduler's
+        balancer retunes each worker's send interval and message size from
+        its measured signals every ``asgd.balancing.report-period``.
+        ``'off'`` is SimuParallelSGD: every worker trains alone and the
+        driver averages the states at the end.
+    send_interval : int, default=4096
+        Samples a worker trains on between two exchanges (the start value
+        with ``'adaptive'``).
+    message_size : float in (0, 1], default=1.0
+        Fraction of the state a worker sends per message (with communication);
+        a smaller message carries a block of columns, and the blocks are sent
+        in turn.
+    parzen_window : bool, default=True
+        Merge a received state only if it passes the Parzen-window test
+        (with communication), as in the paper. The test rejects states that
+        the worker's own steps lead away from. See "When exchange helps" in
+        the user guide for when to switch it off.
+"""
+
+#: Parameter constraints matching :data:`COMMUNICATION_PARAMETERS_DOC`.
+COMMUNICATION_CONSTRAINTS: dict[str, list[Any]] = {
+    "n_workers": [Interval(Integral, 1, None, closed="left"), None],
+    "communication": [StrOptions({"adaptive", "fixed", "off"})],
+    "send_interval": [Interval(Integral, 1, None, closed="left")],
+    "message_size": [Interval(Real, 0, 1, closed="right")],
+    "parzen_window": ["boolean"],
+}
+
 # scikit-learn damps intercept updates on sparse data, whose rows touch few
 # weights but always the intercept.
 SPARSE_INTERCEPT_DECAY = 0.01
@@ -70,11 +106,7 @@ class BaseASGD(SparseCoefMixin, BaseEstimator):
         "warm_start": ["boolean"],
         "average": [Interval(Integral, 0, None, closed="neither"), "boolean"],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "n_workers": [Interval(Integral, 1, None, closed="left"), None],
-        "communication": [StrOptions({"adaptive", "fixed", "off"})],
-        "send_interval": [Interval(Integral, 1, None, closed="left")],
-        "message_size": [Interval(Real, 0, 1, closed="right")],
-        "parzen_window": ["boolean"],
+        **COMMUNICATION_CONSTRAINTS,
     }
 
     # Subclasses: how targets are encoded for the kernel and scored.
@@ -90,16 +122,7 @@ class BaseASGD(SparseCoefMixin, BaseEstimator):
             )
         if self.penalty == "elasticnet" and self.l1_ratio is None:
             raise ValueError("l1_ratio must be set when penalty is 'elasticnet'")
-        low, high = (
-            int(_config.get("balancing.min-send-interval")),
-            int(_config.get("balancing.max-send-interval")),
-        )
-        if self.communication == "adaptive" and not low <= self.send_interval <= high:
-            raise ValueError(
-                f"send_interval={self.send_interval} is outside the balancer's "
-                f"bounds [{low}, {high}] (asgd.balancing.min-send-interval and "
-                "max-send-interval); change one or the other."
-            )
+        check_send_interval(self.communication, self.send_interval)
 
     # ------------------------------------------------------------------ helpers
 
@@ -249,14 +272,7 @@ class BaseASGD(SparseCoefMixin, BaseEstimator):
         return validation
 
     def _fit_transactionally(self, method: Any, *args: Any, **kwargs: Any) -> Any:
-        """Run ``method``; on any error put the estimator back as it was."""
-        saved = dict(self.__dict__)
-        try:
-            return method(*args, **kwargs)
-        except BaseException:
-            self.__dict__.clear()
-            self.__dict__.update(saved)
-            raise
+        return fit_transactionally(self, method, *args, **kwargs)
 
     def _train(
         self,
@@ -292,14 +308,14 @@ class BaseASGD(SparseCoefMixin, BaseEstimator):
             score=self._score_kind,
             positive_weight=positive_weight.astype(rows.dtype),
             negative_weight=negative_weight.astype(rows.dtype),
-            epoch_timeout=float(_parse_seconds(_config.get("training.epoch-timeout"))),
+            epoch_timeout=float(parse_seconds(_config.get("training.epoch-timeout"))),
             chunk_samples=int(_config.get("training.chunk-samples")),
             synchronise=synchronise,
             communication=self.communication,
             send_interval=int(self.send_interval),
             message_size=float(self.message_size),
             parzen_window=bool(self.parzen_window),
-            report_period=float(_parse_seconds(_config.get("balancing.report-period"))),
+            report_period=float(parse_seconds(_config.get("balancing.report-period"))),
         )
         with connect() as client:
             workers = cluster_workers(client, self.n_workers)
@@ -316,7 +332,7 @@ class BaseASGD(SparseCoefMixin, BaseEstimator):
                 task,
                 t_start,
                 rng,
-                _balancing_limits(),
+                balancing_limits(),
                 progress=self._log_epoch if self.verbose else None,
             )
         self._standard = outcome.state
@@ -359,18 +375,45 @@ class BaseASGD(SparseCoefMixin, BaseEstimator):
         return tags
 
 
-def _balancing_limits() -> dict[str, Any]:
+def check_send_interval(communication: str, send_interval: int) -> None:
+    """Raise ValueError if the balancer could never keep ``send_interval``."""
+    low, high = (
+        int(_config.get("balancing.min-send-interval")),
+        int(_config.get("balancing.max-send-interval")),
+    )
+    if communication == "adaptive" and not low <= send_interval <= high:
+        raise ValueError(
+            f"send_interval={send_interval} is outside the balancer's "
+            f"bounds [{low}, {high}] (asgd.balancing.min-send-interval and "
+            "max-send-interval); change one or the other."
+        )
+
+
+def fit_transactionally(
+    estimator: BaseEstimator, method: Any, *args: Any, **kwargs: Any
+) -> Any:
+    """Run ``method``; on any error put ``estimator`` back as it was."""
+    saved = dict(estimator.__dict__)
+    try:
+        return method(*args, **kwargs)
+    except BaseException:
+        estimator.__dict__.clear()
+        estimator.__dict__.update(saved)
+        raise
+
+
+def balancing_limits() -> dict[str, Any]:
     """The balancer's bounds and budgets from the ``asgd.balancing`` config."""
     return {
         "min_send_interval": int(_config.get("balancing.min-send-interval")),
         "max_send_interval": int(_config.get("balancing.max-send-interval")),
         "min_message_size": float(_config.get("balancing.min-message-size")),
         "cpu_budget": float(_config.get("balancing.cpu-budget")),
-        "max_send_time": float(_parse_seconds(_config.get("balancing.max-send-time"))),
+        "max_send_time": float(parse_seconds(_config.get("balancing.max-send-time"))),
     }
 
 
-def _parse_seconds(value: Any) -> float:
+def parse_seconds(value: Any) -> float:
     from dask.utils import parse_timedelta
 
     return float(parse_timedelta(value, default="seconds"))

@@ -33,19 +33,25 @@ def _as_dask_array(data: Any, row_chunks: tuple[int, ...] | None) -> Any:
 
 
 def validate_dask_data(
-    estimator: Any, X: Any, y: Any, sample_weight: Any, reset: bool
+    estimator: Any,
+    X: Any,
+    y: Any,
+    sample_weight: Any,
+    reset: bool,
+    requires_y: bool = True,
 ) -> tuple[Any, Any, Any]:
     """Check and align Dask ``X``, ``y`` and ``sample_weight``.
 
     Sets ``n_features_in_`` and ``feature_names_in_`` on ``estimator`` when
-    ``reset``, else checks them, in scikit-learn's words.
+    ``reset``, else checks them, in scikit-learn's words. With
+    ``requires_y=False`` (clustering) ``y`` is ignored.
 
     Returns
     -------
     X : dask.array.Array of shape (n_samples, n_features), float32 or float64
         Row chunks of known size, one chunk along the columns.
-    y : dask.array.Array of shape (n_samples,)
-        Chunked like ``X``'s rows.
+    y : dask.array.Array of shape (n_samples,) or None
+        Chunked like ``X``'s rows; None unless ``requires_y``.
     sample_weight : dask.array.Array of shape (n_samples,) or None
     """
     import dask.dataframe as dd
@@ -71,6 +77,8 @@ def validate_dask_data(
     if X.dtype not in (np.float32, np.float64):
         X = X.astype(np.float64)
     X = X.rechunk({1: -1})
+    if not requires_y:
+        return X, None, _align_sample_weight(sample_weight, X)
     if y is None:
         raise ValueError(
             f"{type(estimator).__name__} requires y to be passed, but the target y "
@@ -89,15 +97,18 @@ def validate_dask_data(
             f"[{X.shape[0]}, {y.shape[0]}]"
         )
     y = y.rechunk((X.chunks[0],))
-    if sample_weight is not None:
-        sample_weight = _as_dask_array(sample_weight, X.chunks[0])
-        if sample_weight.shape != (X.shape[0],):
-            raise ValueError(
-                f"sample_weight.shape == {sample_weight.shape}, expected "
-                f"{(X.shape[0],)}!"
-            )
-        sample_weight = sample_weight.rechunk((X.chunks[0],))
-    return X, y, sample_weight
+    return X, y, _align_sample_weight(sample_weight, X)
+
+
+def _align_sample_weight(sample_weight: Any, X: Any) -> Any:
+    if sample_weight is None:
+        return None
+    sample_weight = _as_dask_array(sample_weight, X.chunks[0])
+    if sample_weight.shape != (X.shape[0],):
+        raise ValueError(
+            f"sample_weight.shape == {sample_weight.shape}, expected {(X.shape[0],)}!"
+        )
+    return sample_weight.rechunk((X.chunks[0],))
 
 
 class BinaryTargets:

@@ -19,7 +19,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..kernels import LOSS_CODES
 from ..training import DaskRows, InMemoryRows
-from ._base import BaseASGD
+from ._base import COMMUNICATION_PARAMETERS_DOC, BaseASGD
 from ._dask_input import (
     BinaryTargets,
     ClassIndexTargets,
@@ -32,7 +32,8 @@ from ._dask_input import (
 _CLASSIFICATION_LOSSES = {name for name, (_, is_clf) in LOSS_CODES.items() if is_clf}
 _REGRESSION_LOSSES = {name for name, (_, is_clf) in LOSS_CODES.items() if not is_clf}
 
-_SHARED_PARAMETERS_DOC = """
+_SHARED_PARAMETERS_DOC = (
+    """
     penalty : {'l2', 'l1', 'elasticnet', None}, default='l2'
         Regularisation term, as in scikit-learn's SGD estimators.
     alpha : float, default=0.0001
@@ -83,36 +84,9 @@ _SHARED_PARAMETERS_DOC = """
         Minibatch size ``b``: predictions of ``b`` consecutive samples are
         computed with the same weights, then the ``b`` per-sample updates are
         applied in order. ``b=1`` is scikit-learn's plain SGD.
-    n_workers : int or None, default=None
-        Train on at most this many Dask workers; None uses every worker.
-    communication : {'adaptive', 'fixed', 'off'}, default='adaptive'
-        How workers exchange states during training. ``'fixed'``: every
-        ``send_interval`` samples a worker merges the states that peers sent
-        it and pushes its own (``message_size`` of it) to a random peer,
-        without waiting. ``'adaptive'``: the same, but the scheduler's
-        balancer retunes each worker's send interval and message size from
-        its measured signals every ``asgd.balancing.report-period``.
-        ``'off'`` is SimuParallelSGD: every worker trains alone and the
-        driver averages the states at the end.
-    send_interval : int, default=4096
-        Samples a worker trains on between two exchanges (the start value
-        with ``'adaptive'``). The kernel's
-        minibatch (``batch_size``) stays small because delayed gradients
-        lose accuracy beyond a few dozen samples; the exchange interval is
-        set apart from it.
-    message_size : float in (0, 1], default=1.0
-        Fraction of the state a worker sends per message (with communication);
-        a smaller message carries a block of columns, and the blocks are sent
-        in turn.
-    parzen_window : bool, default=True
-        Merge a received state only if it passes the Parzen-window test
-        (with communication), as in the paper. The test rejects states that
-        the worker's own steps lead away from, which is every state when the
-        workers' partitions differ systematically (data partitioned by
-        source, one class per worker); set it to False there, so that
-        exchange can pull the workers' models together. See "When exchange
-        helps" in the user guide.
 """
+    + COMMUNICATION_PARAMETERS_DOC
+)
 
 
 def _check_proba(self: ASGDClassifier) -> bool:

@@ -1,5 +1,6 @@
 """Numba kernels: pure functions on arrays, with no Dask and no scikit-learn."""
 
+from ._kmeans import kmeans_pass
 from ._losses import LOSS_CODES, loss_derivative, loss_value
 from ._merge import parzen_merge
 from ._sgd import (
@@ -18,6 +19,7 @@ __all__ = [
     "SCHEDULE_ADAPTIVE",
     "SCHEDULE_CODES",
     "StepSettings",
+    "kmeans_pass",
     "learning_rate",
     "loss_derivative",
     "loss_value",

@@ -5,7 +5,9 @@ step) accepts a state ``w_j`` received from a peer only if ``w_j`` lies closer
 to the proposal than to the old state:
 ``||w' - w_j||^2 < ||w - w_j||^2``. The new state is the mean of ``w'`` and
 every accepted ``w_j``. The test is applied to each row separately (one row per
-class in one-vs-rest models) and, for partial messages, to the block of
+class in one-vs-rest models, whose rows are independent problems) or to the
+whole matrix at once (K-Means, whose centers compete for the same rows and
+are only meaningful together), and, for partial messages, to the block of
 columns the message carries.
 """
 
@@ -18,24 +20,35 @@ from ._options import JIT_OPTIONS
 
 
 @njit(**JIT_OPTIONS)
-def _parzen_merge(previous, proposal, received, column_start, accepted):
+def _parzen_test(previous, proposal, received, column_start, per_row, accepted):
     n_messages, n_rows, width = received.shape
-    for row in range(n_rows):
-        n_accepted = 0
-        for m in range(n_messages):
-            to_proposal = 0.0
-            to_previous = 0.0
+    to_proposal = np.empty(n_rows)
+    to_previous = np.empty(n_rows)
+    for m in range(n_messages):
+        for row in range(n_rows):
+            near_proposal = 0.0
+            near_previous = 0.0
             for c in range(width):
                 external = received[m, row, c]
                 a = proposal[row, column_start + c] - external
                 b = previous[row, column_start + c] - external
-                to_proposal += a * a
-                to_previous += b * b
-            if to_proposal < to_previous:
-                accepted[m, row] = True
+                near_proposal += a * a
+                near_previous += b * b
+            to_proposal[row] = near_proposal
+            to_previous[row] = near_previous
+        whole = to_proposal.sum() < to_previous.sum()
+        for row in range(n_rows):
+            accepted[m, row] = to_proposal[row] < to_previous[row] if per_row else whole
+
+
+@njit(**JIT_OPTIONS)
+def _merge_accepted(proposal, received, column_start, accepted):
+    n_messages, n_rows, width = received.shape
+    for row in range(n_rows):
+        n_accepted = 0
+        for m in range(n_messages):
+            if accepted[m, row]:
                 n_accepted += 1
-            else:
-                accepted[m, row] = False
         if n_accepted == 0:
             continue
         for c in range(width):
@@ -51,6 +64,7 @@ def parzen_merge(
     proposal: np.ndarray,
     received: np.ndarray,
     column_start: int = 0,
+    per_row: bool = True,
 ) -> np.ndarray:
     """Merge received states into ``proposal`` in place; return the accept mask.
 
@@ -64,6 +78,9 @@ def parzen_merge(
         States (or column blocks of states) from peers.
     column_start : int, default=0
         First column of ``previous``/``proposal`` that ``received`` covers.
+    per_row : bool, default=True
+        Test and merge each row on its own; if False, a message is accepted
+        or rejected as a whole, by the distance summed over all its rows.
 
     Returns
     -------
@@ -85,5 +102,6 @@ def parzen_merge(
             f"does not fit a state with {proposal.shape[1]} columns"
         )
     accepted = np.zeros(received.shape[:2], dtype=np.bool_)
-    _parzen_merge(previous, proposal, received, column_start, accepted)
+    _parzen_test(previous, proposal, received, column_start, per_row, accepted)
+    _merge_accepted(proposal, received, column_start, accepted)
     return accepted

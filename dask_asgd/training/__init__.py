@@ -1,7 +1,8 @@
 """The fit driver and the per-worker training loop."""
 
 from ._driver import FitOutcome, ensure_plugins, remove_plugins, run_fit
-from ._model_state import ModelState
+from ._kmeans_loop import KMeansTask, train_kmeans_worker
+from ._model_state import KMeansState, ModelState
 from ._placement import (
     DaskRows,
     InMemoryRows,
@@ -16,6 +17,8 @@ __all__ = [
     "DaskRows",
     "FitOutcome",
     "InMemoryRows",
+    "KMeansState",
+    "KMeansTask",
     "ModelState",
     "Partition",
     "Placement",
@@ -26,5 +29,6 @@ __all__ = [
     "remove_plugins",
     "run_fit",
     "scatter_in_memory",
+    "train_kmeans_worker",
     "train_worker",
 ]

@@ -21,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from ..balancing import request_settings
-from ._model_state import ModelState
-from ._state_exchange import StateExchange, pack
+from ..exchange import join_topic
+from ._loop_cpu import event_loop_cpu_clock
+from ._state_exchange import State, StateExchange
 
 logger = logging.getLogger(__name__)
 
@@ -94,12 +95,12 @@ class Communicator:
         """Samples to train before the next exchange is due."""
         return max(1, self.send_interval - self._since_send)
 
-    def start(self, state: ModelState) -> None:
+    def start(self, state: State) -> None:
         """Remember the state training starts from (the Parzen ``w``)."""
         if self.exchange.parzen_window:
-            self._previous = pack(state)
+            self._previous = state.exchanged()
 
-    def after_samples(self, n_samples: int, loss: float, state: ModelState) -> None:
+    def after_samples(self, n_samples: int, loss: float, state: State) -> None:
         """Account for ``n_samples`` just trained; exchange or report if due.
 
         Parameters
@@ -108,7 +109,7 @@ class Communicator:
             Samples the kernel just trained on.
         loss : float
             Sum of their losses (before each update).
-        state : ModelState
+        state : ModelState or KMeansState
             The worker's model, merged into in place.
         """
         self._since_send += n_samples
@@ -117,7 +118,7 @@ class Communicator:
         if self._since_send >= self.send_interval:
             began = time.perf_counter()
             self.exchange.merge(state, self._previous)
-            # The packed state just sent is also the next Parzen ``w``: one
+            # The exchanged matrix just sent is also the next Parzen ``w``: one
             # copy of the state per exchange instead of two.
             sent_from = self.exchange.publish(state)
             if self.exchange.parzen_window:
@@ -146,7 +147,7 @@ class Communicator:
             )
         }
 
-    def _balance(self, state: ModelState) -> None:
+    def _balance(self, state: State) -> None:
         if self._pending is not None and self._pending.done():
             self._apply(self._pending)
             self._pending = None
@@ -199,7 +200,7 @@ class Communicator:
             "received": int(delta["received"]),
             "lost": int(delta["lost"]),
             "progress": progress,
-            "state_bytes": int(state.weights.nbytes + state.intercepts.nbytes),
+            "state_bytes": state.exchanged_nbytes,
         }
         self._signals = signals
         self._period_start = now
@@ -247,3 +248,43 @@ class Communicator:
             "reason": reason,
             **{f"signal_{k}": v for k, v in signals.items()},
         }
+
+
+def open_communicator(task: Any) -> Communicator | None:
+    """Join the fit's topic and build this worker's communicator.
+
+    Runs on the worker, inside the training task. Close the communicator's
+    endpoint when training ends.
+
+    Parameters
+    ----------
+    task : WorkerTask or KMeansTask
+        Its ``communication``, ``peers``, ``fit_id``, ``seed``, ``state``,
+        ``send_interval``, ``message_size``, ``parzen_window`` and
+        ``report_period`` are used.
+
+    Returns
+    -------
+    Communicator or None
+        None when the worker does not communicate (``"off"``, or alone).
+    """
+    from distributed import get_worker
+
+    if task.communication == "off" or len(task.peers) <= 1:
+        return None
+    endpoint = join_topic(task.fit_id, task.fit_id, task.peers, seed=task.seed)
+    exchange = StateExchange(
+        endpoint,
+        task.state.exchanged_shape[1],
+        task.message_size,
+        task.parzen_window,
+        type(task.state).parzen_per_row,
+    )
+    return Communicator(
+        exchange,
+        task.fit_id,
+        task.send_interval,
+        adaptive=task.communication == "adaptive",
+        report_period=task.report_period,
+        loop_cpu=event_loop_cpu_clock(get_worker()),
+    )

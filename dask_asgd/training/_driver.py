@@ -26,9 +26,9 @@ from .._exceptions import FitAbortedError, WorkerLostError
 from ..balancing import PLUGIN_NAME, ASGDSchedulerPlugin
 from ..exchange import PLUGIN_NAME as EXCHANGE_PLUGIN_NAME
 from ..exchange import ExchangeWorkerPlugin
-from ._model_state import ModelState
+from ._model_state import KMeansState, ModelState
 from ._placement import Placement
-from ._worker_loop import WorkerResult, WorkerTask, train_worker
+from ._worker_loop import WorkerResult, train_worker
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 class FitOutcome:
     """The averaged model and what happened during the fit."""
 
-    state: ModelState
+    state: ModelState | KMeansState
     n_iter: int
     n_samples_trained: int
     history: pd.DataFrame
@@ -131,32 +131,13 @@ def remove_plugins(client: Client) -> None:
         client.unregister_worker_plugin(EXCHANGE_PLUGIN_NAME)
 
 
-def _average(results: list[WorkerResult], start: ModelState) -> ModelState:
-    """The workers' states averaged, weighted by the samples each trained on.
-
-    Workers that did not average return no running averages; those stay as
-    in ``start``.
-    """
-    weights = np.array([r.n_samples_trained for r in results], dtype=np.float64)
-    if weights.sum() <= 0:
-        weights = np.ones_like(weights)
-    weights /= weights.sum()
-
-    def mean(name: str) -> np.ndarray:
-        arrays = [getattr(r.state, name) for r in results]
-        total = np.zeros_like(arrays[0])
-        for share, array in zip(weights, arrays, strict=True):
-            total += share * array
-        return total
-
-    if not all(r.state.has_averages() for r in results):
-        return ModelState(
-            mean("weights"),
-            mean("intercepts"),
-            start.average_weights.copy(),
-            start.average_intercepts.copy(),
-        )
-    return ModelState(*(mean(f.name) for f in dataclasses.fields(ModelState)))
+def _average(results: list[WorkerResult], start: Any) -> Any:
+    """The workers' states averaged, weighted by the samples each trained on."""
+    shares = np.array([r.n_samples_trained for r in results], dtype=np.float64)
+    if shares.sum() <= 0:
+        shares = np.ones_like(shares)
+    shares /= shares.sum()
+    return type(start).average([r.state for r in results], shares, start)
 
 
 def _history_table(addresses: list[str], results: list[WorkerResult]) -> pd.DataFrame:
@@ -171,11 +152,12 @@ def _history_table(addresses: list[str], results: list[WorkerResult]) -> pd.Data
 def run_fit(
     client: Client,
     placement: Placement,
-    task: WorkerTask,
+    task: Any,
     t_start: float,
     rng: np.random.Generator,
     balancing_limits: dict[str, Any] | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    train: Callable[[Any, list[Any]], WorkerResult] = train_worker,
 ) -> FitOutcome:
     """Train on ``placement`` with one task per worker and average the results.
 
@@ -184,11 +166,12 @@ def run_fit(
     client : distributed.Client
     placement : Placement
         Where the rows are; workers with no training rows do not train.
-    task : WorkerTask
-        Template of the per-worker task; ``fit_id``, ``seed`` and ``t_start``
-        are filled in here.
+    task : WorkerTask or KMeansTask
+        Template of the per-worker task; ``fit_id``, ``seed`` and (for linear
+        models) ``t_start`` are filled in here.
     t_start : float
-        The model's sample count before this fit (scikit-learn's ``t_``).
+        The model's sample count before this fit (scikit-learn's ``t_``);
+        each worker's schedule starts at its share of it.
     rng : numpy.random.Generator
         Draws every worker's seed, on the driver, so fits are reproducible.
     balancing_limits : dict, optional
@@ -196,6 +179,9 @@ def run_fit(
     progress : callable, optional
         Called on the driver with ``{"epoch", "totals"}`` for every epoch the
         workers complete, while the fit runs.
+    train : callable, default=train_worker
+        The training task run on each worker, given its task and partitions:
+        :func:`train_worker` or :func:`train_kmeans_worker`.
 
     Returns
     -------
@@ -225,15 +211,16 @@ def run_fit(
     try:
         for address in members:
             share = placement.n_train[address] / total_train
-            worker_task = dataclasses.replace(
-                task,
-                fit_id=fit_id,
-                seed=int(rng.integers(np.iinfo(np.int32).max)),
-                t_start=1.0 + (t_start - 1.0) * share,
-            )
+            identity: dict[str, Any] = {
+                "fit_id": fit_id,
+                "seed": int(rng.integers(np.iinfo(np.int32).max)),
+            }
+            if hasattr(task, "t_start"):
+                identity["t_start"] = 1.0 + (t_start - 1.0) * share
+            worker_task = dataclasses.replace(task, **identity)
             futures.append(
                 client.submit(
-                    train_worker,
+                    train,
                     worker_task,
                     placement.partitions[address],
                     workers=[address],

@@ -76,7 +76,7 @@ def scatter_in_memory(
     client: Client,
     workers: list[str],
     X: Any,
-    targets: np.ndarray,
+    targets: np.ndarray | None,
     sample_weight: np.ndarray,
     validation: np.ndarray | None,
     rng: np.random.Generator | None,
@@ -90,7 +90,9 @@ def scatter_in_memory(
     workers : list of str
         Candidate workers; a worker whose block would be empty gets nothing.
     X : ndarray or scipy.sparse.csr_matrix
-    targets, sample_weight : ndarray of shape (n_samples,)
+    targets : ndarray of shape (n_samples,) or None
+        None for models without a target (K-Means).
+    sample_weight : ndarray of shape (n_samples,)
     validation : ndarray of bool or None
         Rows held out for early stopping.
     rng : numpy.random.Generator or None
@@ -104,7 +106,7 @@ def scatter_in_memory(
     -------
     Placement
     """
-    n_samples = targets.shape[0]
+    n_samples = X.shape[0]
     rows = rng.permutation(n_samples) if rng is not None else np.arange(n_samples)
     n_blocks = min(len(workers), max(1, n_samples // max(1, min_rows_per_worker)))
     blocks = [b for b in np.array_split(rows, n_blocks) if b.size]
@@ -123,7 +125,7 @@ def scatter_in_memory(
         else:
             partition = Partition(
                 X=_take_rows(X, block),
-                targets=targets[block],
+                targets=targets[block] if targets is not None else None,
                 sample_weight=sample_weight[block],
                 validation=held_out,
             )
@@ -140,7 +142,7 @@ def _block_partition(
     X_block: Any,
     y_block: Any,
     weight_block: Any,
-    encode: Callable[[np.ndarray], np.ndarray],
+    encode: Callable[[np.ndarray], np.ndarray] | None,
     dtype: Any,
     validation_fraction: float | None,
     seed: int,
@@ -152,12 +154,15 @@ def _block_partition(
     X_block = check_array(
         X_block, accept_sparse="csr", dtype=dtype, order="C", accept_large_sparse=True
     )
-    y_block = np.asarray(y_block).reshape(-1)
-    if y_block.shape[0] != X_block.shape[0]:
-        raise ValueError(
-            f"X and y have inconsistent numbers of rows in a chunk: "
-            f"{X_block.shape[0]} and {y_block.shape[0]}"
-        )
+    targets = None
+    if y_block is not None:
+        y_block = np.asarray(y_block).reshape(-1)
+        if y_block.shape[0] != X_block.shape[0]:
+            raise ValueError(
+                f"X and y have inconsistent numbers of rows in a chunk: "
+                f"{X_block.shape[0]} and {y_block.shape[0]}"
+            )
+        targets = encode(y_block)
     weights = (
         np.ones(X_block.shape[0], dtype=dtype)
         if weight_block is None
@@ -168,7 +173,7 @@ def _block_partition(
         rng = np.random.default_rng(seed)
         validation = rng.random(X_block.shape[0]) < validation_fraction
     return Partition(
-        X=X_block, targets=encode(y_block), sample_weight=weights, validation=validation
+        X=X_block, targets=targets, sample_weight=weights, validation=validation
     )
 
 
@@ -178,7 +183,7 @@ def place_dask(
     X: Any,
     y: Any,
     sample_weight: Any,
-    encode: Callable[[np.ndarray], np.ndarray],
+    encode: Callable[[np.ndarray], np.ndarray] | None,
     dtype: Any,
     validation_fraction: float | None,
     rng: np.random.Generator,
@@ -198,9 +203,11 @@ def place_dask(
     X : dask.array.Array of shape (n_samples, n_features)
         One chunk along the columns; row chunks of known size.
     y, sample_weight : dask.array.Array of shape (n_samples,) or None
-        Chunked like ``X``'s rows.
-    encode : callable
-        Turns a block of labels into kernel targets (runs on the workers).
+        Chunked like ``X``'s rows; ``y`` is None for models without a
+        target (K-Means).
+    encode : callable or None
+        Turns a block of labels into kernel targets (runs on the workers);
+        None when ``y`` is None.
     dtype : numpy dtype
         Dtype of the model.
     validation_fraction : float or None
@@ -214,18 +221,24 @@ def place_dask(
     """
     from distributed import futures_of
 
-    arrays = [X, y] + ([sample_weight] if sample_weight is not None else [])
+    arrays = [X] + [a for a in (y, sample_weight) if a is not None]
     persisted = client.persist(arrays)
+    persisted_y = persisted[1] if y is not None else None
+    persisted_weight = persisted[-1] if sample_weight is not None else None
 
     def chunk_futures(array: Any) -> list[Future]:
         by_key = {future.key: future for future in futures_of(array)}
         return [by_key[key] for key in _flat_keys(array)]
 
     x_chunks = chunk_futures(persisted[0])
-    y_chunks = chunk_futures(persisted[1])
+    y_chunks = (
+        chunk_futures(persisted_y)
+        if persisted_y is not None
+        else [None] * len(x_chunks)
+    )
     w_chunks = (
-        chunk_futures(persisted[2])
-        if sample_weight is not None
+        chunk_futures(persisted_weight)
+        if persisted_weight is not None
         else [None] * len(x_chunks)
     )
     who_has = client.who_has(x_chunks)
@@ -318,9 +331,11 @@ class DaskRows:
     """Training rows in Dask arrays, left on the workers that hold them."""
 
     X: Any
+    #: Labels; None for K-Means.
     y: Any
     sample_weight: Any
-    encode: Callable[[np.ndarray], np.ndarray]
+    #: Turns a block of labels into kernel targets; None without labels.
+    encode: Callable[[np.ndarray], np.ndarray] | None
     validation_fraction: float | None
     #: Whether the chunks of X hold scipy.sparse matrices.
     sparse: bool = False

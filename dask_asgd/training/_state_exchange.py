@@ -1,9 +1,9 @@
 """One worker's side of ASGD's state exchange: merge what arrived, send its own.
 
-The exchanged state of a linear model is the matrix ``[weights | intercepts]``
-of shape ``(n_outputs, n_features + 1)``. With ``message_size < 1`` a message
-carries a block of its columns; a worker sends the blocks in turn, and the
-receiver tests and merges only the block it got.
+What is exchanged is the state's ``exchanged()`` matrix (``[weights |
+intercepts]`` for a linear model, the centers for K-Means). With
+``message_size < 1`` a message carries a block of its columns; a worker sends
+the blocks in turn, and the receiver tests and merges only the block it got.
 """
 
 from __future__ import annotations
@@ -16,18 +16,10 @@ import numpy as np
 
 from ..exchange import Endpoint
 from ..kernels import parzen_merge
-from ._model_state import ModelState
+from ._model_state import KMeansState, ModelState
 
-
-def pack(state: ModelState) -> np.ndarray:
-    """The exchanged matrix ``[weights | intercepts]`` of ``state`` (a copy)."""
-    return np.concatenate([state.weights, state.intercepts[:, np.newaxis]], axis=1)
-
-
-def unpack(packed: np.ndarray, state: ModelState) -> None:
-    """Write ``packed`` back into ``state``'s weights and intercepts."""
-    state.weights[...] = packed[:, :-1]
-    state.intercepts[...] = packed[:, -1]
+#: A state the exchange can carry.
+State = ModelState | KMeansState
 
 
 class StateExchange:
@@ -38,12 +30,15 @@ class StateExchange:
     endpoint : Endpoint
         This worker's subscription to the fit's topic.
     n_columns : int
-        Columns of the packed state (features + 1).
+        Columns of the exchanged matrix (``state.exchanged_shape[1]``).
     message_size : float in (0, 1]
         Fraction of the columns one message carries.
     parzen_window : bool
         Apply the Parzen-window test; if False every received state is
         averaged in.
+    parzen_per_row : bool, default=True
+        Test each row of a received matrix on its own (one-vs-rest outputs)
+        rather than the matrix as a whole (K-Means centers).
     """
 
     def __init__(
@@ -52,9 +47,11 @@ class StateExchange:
         n_columns: int,
         message_size: float,
         parzen_window: bool,
+        parzen_per_row: bool = True,
     ) -> None:
         self.endpoint = endpoint
         self.parzen_window = parzen_window
+        self.parzen_per_row = parzen_per_row
         self.n_columns = n_columns
         self.set_message_size(message_size)
         self._next_block = 0
@@ -70,21 +67,21 @@ class StateExchange:
         self.block_width = width
         self._next_block = 0
 
-    def merge(self, state: ModelState, previous: np.ndarray | None) -> None:
+    def merge(self, state: State, previous: np.ndarray | None) -> None:
         """Merge the messages that arrived into ``state``.
 
         Parameters
         ----------
-        state : ModelState
+        state : ModelState or KMeansState
             The proposal ``w'`` after the local step; updated in place.
         previous : ndarray or None
-            Packed state before the local step (``w``); needed with the
+            Exchanged matrix before the local step (``w``); needed with the
             Parzen-window test.
         """
         messages = self.endpoint.receive()
         if not messages:
             return
-        proposal = pack(state)
+        proposal = state.exchanged()
         # Keyed by start and width: peers whose message size changed send
         # blocks of other widths from the same column.
         by_block: dict[tuple[int, int], list[np.ndarray]] = defaultdict(list)
@@ -104,7 +101,9 @@ class StateExchange:
         for (start, _), payloads in by_block.items():
             received = np.stack(payloads)
             if self.parzen_window and previous is not None:
-                accepted = parzen_merge(previous, proposal, received, start)
+                accepted = parzen_merge(
+                    previous, proposal, received, start, self.parzen_per_row
+                )
                 self.accepted += int(accepted.sum())
                 self.rejected += int(accepted.size - accepted.sum())
             else:
@@ -114,28 +113,28 @@ class StateExchange:
                 ) / (received.shape[0] + 1)
                 self.accepted += received.shape[0] * received.shape[1]
         self.merges += 1
-        unpack(proposal, state)
+        state.set_exchanged(proposal)
 
-    def publish(self, state: ModelState) -> np.ndarray:
+    def publish(self, state: State) -> np.ndarray:
         """Send the next block of ``state`` to a random peer, without waiting.
 
         Returns
         -------
         ndarray
-            The packed state that was sent from. Nobody may write to it: a
+            The exchanged matrix that was sent from. Nobody may write to it: a
             whole-state message is sent from it without a copy. The caller may
             keep it as the Parzen test's ``w``.
         """
         start = self.block_starts[self._next_block]
         self._next_block = (self._next_block + 1) % len(self.block_starts)
         stop = min(start + self.block_width, self.n_columns)
-        packed = pack(state)
-        block = packed
+        exchanged = state.exchanged()
+        block = exchanged
         if start > 0 or stop < self.n_columns:
-            block = np.ascontiguousarray(packed[:, start:stop])
-        # pack() made a fresh array that nobody writes to: no second copy.
+            block = np.ascontiguousarray(exchanged[:, start:stop])
+        # exchanged() made a fresh array that nobody writes to: no second copy.
         self.endpoint.publish(block, {"column_start": start}, copy=False)
-        return packed
+        return exchanged
 
     def stats(self) -> dict[str, Any]:
         """Exchange counters so far (cumulative)."""

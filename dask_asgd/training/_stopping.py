@@ -33,6 +33,10 @@ class StoppingRule:
     adaptive : bool
         With the ``adaptive`` schedule, divide the learning rate by 5 instead
         of stopping, until it falls below 1e-6.
+    relative : bool, default=False
+        Require the loss to fall by ``tol`` times the best loss so far
+        instead of ``tol`` per sample: for losses without a natural scale,
+        such as K-Means' inertia.
     """
 
     def __init__(
@@ -41,11 +45,13 @@ class StoppingRule:
         n_iter_no_change: int,
         early_stopping: bool,
         adaptive: bool,
+        relative: bool = False,
     ) -> None:
         self.tol = -math.inf if tol is None else float(tol)
         self.n_iter_no_change = int(n_iter_no_change)
         self.early_stopping = early_stopping
         self.adaptive = adaptive
+        self.relative = relative
         self.best_loss = math.inf
         self.best_score = -math.inf
         self.no_improvement_count = 0
@@ -74,7 +80,8 @@ class StoppingRule:
                 self.no_improvement_count = 0
             self.best_score = max(self.best_score, value)
         else:
-            if self.tol > -math.inf and value > self.best_loss - self.tol * n_train:
+            required = self.tol * (self.best_loss if self.relative else n_train)
+            if self.tol > -math.inf and value > self.best_loss - required:
                 self.no_improvement_count += 1
             else:
                 self.no_improvement_count = 0

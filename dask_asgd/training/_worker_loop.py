@@ -14,16 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from distributed import get_worker, secede
+from distributed import secede
 
 from ..balancing import report_epoch
-from ..exchange import join_topic
 from ..kernels import StepSettings, sgd_pass
-from ._communication import Communicator
-from ._loop_cpu import event_loop_cpu_clock
-from ._model_state import ModelState
+from ._communication import Communicator, open_communicator
+from ._model_state import KMeansState, ModelState
 from ._shuffle import epoch_order
-from ._state_exchange import StateExchange
 from ._stopping import Decision, StoppingRule
 
 logger = logging.getLogger(__name__)
@@ -35,8 +32,9 @@ class Partition:
 
     #: Features, dense C-contiguous or CSR, in the model's dtype.
     X: Any
-    #: +1/-1 (binary), class index (multiclass) or real target.
-    targets: np.ndarray
+    #: +1/-1 (binary), class index (multiclass) or real target; None for
+    #: K-Means.
+    targets: np.ndarray | None
     #: Weight of each row.
     sample_weight: np.ndarray
     #: True for rows held out for early stopping; None when nothing is held out.
@@ -89,7 +87,7 @@ class WorkerTask:
 class WorkerResult:
     """What a worker sends back to the driver."""
 
-    state: ModelState
+    state: ModelState | KMeansState
     n_samples_trained: int
     n_iter: int
     t_end: float
@@ -163,23 +161,7 @@ def train_worker(task: WorkerTask, partitions: list[Partition]) -> WorkerResult:
     WorkerResult
     """
     secede()
-    communicator: Communicator | None = None
-    if task.communication != "off" and len(task.peers) > 1:
-        endpoint = join_topic(task.fit_id, task.fit_id, task.peers, seed=task.seed)
-        exchange = StateExchange(
-            endpoint,
-            task.state.weights.shape[1] + 1,
-            task.message_size,
-            task.parzen_window,
-        )
-        communicator = Communicator(
-            exchange,
-            task.fit_id,
-            task.send_interval,
-            adaptive=task.communication == "adaptive",
-            report_period=task.report_period,
-            loop_cpu=event_loop_cpu_clock(get_worker()),
-        )
+    communicator = open_communicator(task)
     try:
         return _train(task, partitions, communicator)
     finally:

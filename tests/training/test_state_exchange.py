@@ -7,7 +7,7 @@ import pytest
 
 from dask_asgd.exchange import Message
 from dask_asgd.training._model_state import ModelState
-from dask_asgd.training._state_exchange import StateExchange, pack
+from dask_asgd.training._state_exchange import StateExchange
 
 
 class FakeEndpoint:
@@ -51,7 +51,7 @@ def test_blocks_of_different_widths_from_the_same_column_merge():
     )
     model = state(0.0)
     exchange.merge(model, previous=None)
-    merged = pack(model)
+    merged = model.exchanged()
     # Columns 0-2: mean(0, 2) then mean(that, 4); columns 3-5: mean(0, 2).
     np.testing.assert_allclose(merged[:, :3], (1.0 + 4.0) / 2)
     np.testing.assert_allclose(merged[:, 3:], 1.0)
@@ -62,10 +62,10 @@ def test_parzen_rejects_states_behind_the_step():
     exchange = StateExchange(
         endpoint, n_columns=6, message_size=1.0, parzen_window=True
     )
-    previous = pack(state(0.0))
+    previous = state(0.0).exchanged()
     model = state(1.0)  # the local step moved away from the received state
     exchange.merge(model, previous)
-    np.testing.assert_allclose(pack(model), 1.0)
+    np.testing.assert_allclose(model.exchanged(), 1.0)
     assert (exchange.accepted, exchange.rejected) == (0, 2)
 
 
