@@ -367,14 +367,19 @@ class ASGDKMeans(
         init_size = self.init_size or 3 * self.batch_size
         init_size = min(max(init_size, 3 * self.n_clusters), n_samples)
         rows = np.sort(random_state.choice(n_samples, init_size, replace=False))
-        sample, weights = X[rows], sample_weight[rows]
+        sample = X[rows]
+        weights = sample_weight[rows] if sample_weight is not None else None
         if is_dask_collection(sample):
             import dask
 
             sample, weights = dask.compute(sample, weights)
         if sp.issparse(sample):
             sample = sp.csr_matrix(sample)
-        weights = np.asarray(weights, dtype=np.float64)
+        weights = (
+            np.ones(sample.shape[0])
+            if weights is None
+            else np.asarray(weights, dtype=np.float64)
+        )
         if isinstance(self.init, str) and self.init == "k-means++":
             centers, _ = kmeans_plusplus(
                 sample,

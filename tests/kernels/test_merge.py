@@ -212,3 +212,39 @@ def test_bad_shapes_raise(received_shape, column_start):
 def test_previous_with_other_shape_raises(previous_shape):
     with pytest.raises(ValueError):
         parzen_merge(np.zeros(previous_shape), np.ones((3, 4)), np.full((1, 3, 4), 0.9))
+
+
+def test_whole_state_test_accepts_or_rejects_all_rows_together():
+    previous = np.array([[0.0, 0.0], [0.0, 0.0]])
+    proposal = np.array([[1.0, 0.0], [1.0, 0.0]])
+    # Row 0 lies near the proposal, row 1 a little nearer the old state:
+    # per row, only row 0 passes; summed over rows, the message passes.
+    received = np.array([[[1.0, 0.0], [0.4, 0.0]]])
+    merged = proposal.copy()
+    accepted = parzen_merge(previous, merged, received, per_row=False)
+    np.testing.assert_array_equal(accepted, [[True, True]])
+    np.testing.assert_allclose(merged, [[1.0, 0.0], [0.7, 0.0]])
+
+    per_row = proposal.copy()
+    accepted = parzen_merge(previous, per_row, received)
+    np.testing.assert_array_equal(accepted, [[True, False]])
+    np.testing.assert_allclose(per_row, [[1.0, 0.0], [1.0, 0.0]])
+
+    # Far nearer the old state in row 1: the whole message is rejected.
+    received = np.array([[[1.0, 0.0], [-3.0, 0.0]]])
+    merged = proposal.copy()
+    accepted = parzen_merge(previous, merged, received, per_row=False)
+    np.testing.assert_array_equal(accepted, [[False, False]])
+    np.testing.assert_array_equal(merged, proposal)
+
+
+def test_whole_state_test_on_a_column_block():
+    previous = np.zeros((2, 4))
+    proposal = np.zeros((2, 4))
+    proposal[:, 2:] = 1.0
+    received = np.full((1, 2, 2), 0.9)  # the block of columns 2-3
+    merged = proposal.copy()
+    accepted = parzen_merge(previous, merged, received, column_start=2, per_row=False)
+    assert accepted.all()
+    np.testing.assert_allclose(merged[:, 2:], 0.95)
+    np.testing.assert_array_equal(merged[:, :2], 0.0)
