@@ -1,12 +1,20 @@
 """Training loss per epoch: ASGD with state exchange against SimuParallelSGD.
 
-Both modes train the same data on the same cluster with the same seed; the
+Every mode trains the same data on the same cluster with the same seed; the
 only difference is ``communication``: ``"fixed"`` (workers push their state to
 a random peer every ``send_interval`` samples and merge what passes the
-Parzen-window test) or ``"off"`` (workers train alone, the driver averages at
-the end). For each number of epochs ``e`` a fresh fit with ``max_iter=e``
-(``tol=None``) is made, and the full training objective of the *final*
-(averaged) model is measured: mean log loss plus the L2 penalty.
+Parzen-window test), ``"adaptive"`` (the same, tuned by the balancer) or
+``"off"`` (workers train alone, the driver averages at the end). For each
+number of epochs ``e`` a fresh fit with ``max_iter=e`` (``tol=None``) is made,
+and the training objective of the *final* (averaged) model is measured.
+
+``--model logistic`` (default): ``ASGDClassifier(loss="log_loss")`` on
+``make_classification``; the objective is the mean log loss plus the L2
+penalty. ``--model kmeans``: ``ASGDKMeans`` on ``make_blobs`` with
+overlapping clusters (``--clusters``, ``--cluster-std``); the objective is the
+inertia per row (mean squared distance to the closest center), printed beside
+scikit-learn's sequential ``MiniBatchKMeans`` (same batch size, epochs and
+k-means++ seeding) and Lloyd's ``KMeans``.
 
 Every mode uses the same tuned learning-rate schedule (``invscaling`` with
 ``eta0=0.1, power_t=0.5`` by default): scikit-learn's default ``optimal``
@@ -28,29 +36,38 @@ Usage::
     python benchmarks/bench_convergence.py --rows 200000 --epochs 4   # quick
     python benchmarks/bench_convergence.py --skew 0.8                 # non-IID
     python benchmarks/bench_convergence.py --skew 1.0 --average       # averaged SGD
+    python benchmarks/bench_convergence.py --model kmeans --epochs 4  # K-Means
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from distributed import Client, LocalCluster
 from scipy.special import log_expit
-from sklearn.datasets import make_classification
+from sklearn.cluster import KMeans, MiniBatchKMeans
+from sklearn.datasets import make_blobs, make_classification
 from sklearn.linear_model import LogisticRegression, SGDClassifier
 
-from dask_asgd import ASGDClassifier
+from dask_asgd import ASGDClassifier, ASGDKMeans
 
 
-def objective(model: Any, X: np.ndarray, y: np.ndarray, alpha: float) -> float:
+def log_loss_objective(model: Any, X: np.ndarray, y: np.ndarray, alpha: float) -> float:
     """Mean log loss of a fitted linear ``model`` on ``(X, y)`` plus ``alpha``'s L2."""
     margin = X @ model.coef_[0] + model.intercept_[0]
     signed = np.where(y == model.classes_[1], 1.0, -1.0)
     data_term = -log_expit(signed * margin).mean()
     return float(data_term + 0.5 * alpha * np.dot(model.coef_[0], model.coef_[0]))
+
+
+def inertia_per_row(model: Any, X: np.ndarray) -> float:
+    """Mean squared distance of the rows of ``X`` to their closest center."""
+    return -float(model.score(X)) / X.shape[0]
 
 
 def skewed_order(
@@ -78,8 +95,26 @@ def skewed_order(
     return X[order], y[order]
 
 
-def main() -> None:
+@dataclass
+class Problem:
+    """Data, the estimator to train and how to score it."""
+
+    X: np.ndarray
+    y: np.ndarray | None
+    #: Builds the estimator from a random_state and mode-specific arguments.
+    estimator: Callable[..., Any]
+    #: Training objective of a fitted model (lower is better).
+    objective: Callable[[Any], float]
+    #: Objective of the sequential scikit-learn counterpart after each number
+    #: of epochs, for a random_state.
+    sequential: Callable[[int], list[float]]
+    #: What the sequential counterpart is, for the printout.
+    sequential_name: str
+
+
+def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=["logistic", "kmeans"], default="logistic")
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--features", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=6)
@@ -100,10 +135,32 @@ def main() -> None:
         default=None,
         help="share of each worker's rows from its majority class (e.g. 0.8)",
     )
-    args = parser.parse_args()
+    parser.add_argument("--clusters", type=int, default=50, help="K-Means only")
+    parser.add_argument(
+        "--cluster-std",
+        type=float,
+        default=4.0,
+        help="K-Means only: spread of each blob (centers lie in [-10, 10]^d)",
+    )
+    parser.add_argument("--batch-size", type=int, default=1024, help="K-Means only")
+    parser.add_argument("--seed", type=int, default=0, help="data set seed")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="train every mode with random_state 0, 1, ... (seeds the start, "
+        "the rows' assignment to workers and the shuffling)",
+    )
+    return parser.parse_args()
 
+
+def logistic_problem(args: argparse.Namespace) -> Problem:
+    """Log loss on make_classification, with its optimum and sequential SGD."""
     X, y = make_classification(
-        args.rows, args.features, n_informative=args.features // 5, random_state=0
+        args.rows,
+        args.features,
+        n_informative=args.features // 5,
+        random_state=args.seed,
     )
     shuffle = True
     if args.skew is not None:
@@ -125,24 +182,153 @@ def main() -> None:
         "power_t": args.power_t,
         "average": args.average,
         "tol": None,
-        "random_state": 0,
     }
     optimum = LogisticRegression(
         C=1.0 / (args.alpha * X.shape[0]), tol=1e-8, max_iter=1000
     ).fit(X, y)
     print(
         f"optimum of the objective (LogisticRegression): "
-        f"{objective(optimum, X, y, args.alpha):.5f}"
+        f"{log_loss_objective(optimum, X, y, args.alpha):.5f}"
     )
-    sequential = []
-    for epochs in range(1, args.epochs + 1):
-        model = SGDClassifier(max_iter=epochs, shuffle=shuffle, **schedule)
-        model.fit(X, y)
-        sequential.append(objective(model, X, y, args.alpha))
+
+    def sequential(random_state: int) -> list[float]:
+        losses = []
+        for epochs in range(1, args.epochs + 1):
+            model = SGDClassifier(
+                max_iter=epochs, shuffle=shuffle, random_state=random_state, **schedule
+            )
+            model.fit(X, y)
+            losses.append(log_loss_objective(model, X, y, args.alpha))
+        return losses
+
+    return Problem(
+        X,
+        y,
+        lambda random_state, **extra: ASGDClassifier(
+            shuffle=shuffle, random_state=random_state, **schedule, **extra
+        ),
+        lambda model: log_loss_objective(model, X, y, args.alpha),
+        sequential,
+        "scikit-learn SGDClassifier, same schedule",
+    )
+
+
+def kmeans_problem(args: argparse.Namespace) -> Problem:
+    """Inertia on overlapping blobs, beside MiniBatchKMeans and Lloyd's KMeans."""
+    X, _ = make_blobs(
+        args.rows,
+        args.features,
+        centers=args.clusters,
+        cluster_std=args.cluster_std,
+        random_state=args.seed,
+    )
     print(
-        "sequential scikit-learn SGD, same schedule, per epoch: "
-        + " ".join(f"{loss:.5f}" for loss in sequential)
+        f"data: make_blobs({args.rows}, {args.features}, centers={args.clusters}, "
+        f"cluster_std={args.cluster_std}), {args.workers} workers (threads of one "
+        f"process), K-Means with n_clusters={args.clusters}, "
+        f"batch_size={args.batch_size}, k-means++ on 3 * batch_size rows, "
+        f"send_interval={args.send_interval}"
     )
+    lloyd = KMeans(args.clusters, n_init=1, random_state=0).fit(X)
+    print(
+        f"Lloyd's KMeans (n_init=1, random_state=0, {lloyd.n_iter_} iterations): "
+        f"{lloyd.inertia_ / X.shape[0]:.3f}"
+    )
+
+    def sequential(random_state: int) -> list[float]:
+        losses = []
+        for epochs in range(1, args.epochs + 1):
+            model = MiniBatchKMeans(
+                args.clusters,
+                batch_size=args.batch_size,
+                max_iter=epochs,
+                n_init=1,
+                tol=0.0,
+                max_no_improvement=None,
+                random_state=random_state,
+            ).fit(X)
+            losses.append(inertia_per_row(model, X))
+        return losses
+
+    return Problem(
+        X,
+        None,
+        lambda random_state, **extra: ASGDKMeans(
+            args.clusters,
+            batch_size=args.batch_size,
+            tol=None,
+            random_state=random_state,
+            **extra,
+        ),
+        lambda model: inertia_per_row(model, X),
+        sequential,
+        "scikit-learn MiniBatchKMeans",
+    )
+
+
+def run_modes(
+    problem: Problem, modes: dict[str, dict[str, Any]], epochs: int, random_state: int
+) -> tuple[dict[str, list[tuple[float, float]]], dict[str, tuple[int, int]]]:
+    """(objective, seconds) of a fresh fit per mode and number of epochs."""
+    table: dict[str, list[tuple[float, float]]] = {mode: [] for mode in modes}
+    accepted: dict[str, tuple[int, int]] = {}
+    for max_iter in range(1, epochs + 1):
+        for mode, extra in modes.items():
+            model = problem.estimator(random_state, max_iter=max_iter, **extra)
+            started = time.perf_counter()
+            if problem.y is None:
+                model.fit(problem.X)
+            else:
+                model.fit(problem.X, problem.y)
+            seconds = time.perf_counter() - started
+            table[mode].append((problem.objective(model), seconds))
+            history = model.history_
+            if max_iter == epochs and "rows_accepted" in history:
+                # Counters are cumulative: the last row of each worker.
+                last = history.groupby("worker").tail(1)
+                accepted[mode] = (
+                    int(last["rows_accepted"].sum()),
+                    int(last["rows_rejected"].sum()),
+                )
+    return table, accepted
+
+
+def print_table(
+    table: dict[str, list[tuple[float, float]]],
+    accepted: dict[str, tuple[int, int]],
+    digits: int,
+) -> None:
+    """The per-epoch table, the Parzen counts, and when each mode reaches off."""
+    modes = list(table)
+    epochs = len(table["off"])
+    header = " | ".join(f"{mode:>19} (loss, s)" for mode in modes)
+    print(f"{'epochs':>6} | {header}")
+    for e in range(epochs):
+        cells = " | ".join(
+            f"{table[mode][e][0]:>19.{digits}f} {table[mode][e][1]:>5.2f}s"
+            for mode in modes
+        )
+        print(f"{e + 1:>6} | {cells}")
+    for mode, (n_accepted, n_rejected) in accepted.items():
+        print(
+            f"{mode!r}, {epochs} epochs: {n_accepted} received rows merged, "
+            f"{n_rejected} rejected by the Parzen window"
+        )
+    target = table["off"][-1][0]
+    for mode in modes:
+        reached = next(
+            (e + 1 for e, (loss, _) in enumerate(table[mode]) if loss <= target), None
+        )
+        print(
+            f"{mode!r} reaches 'off''s {epochs}-epoch loss {target:.{digits}f} "
+            f"after {reached if reached else 'more than ' + str(epochs)} epochs"
+        )
+
+
+def main() -> None:
+    args = parse_arguments()
+    problem = (kmeans_problem if args.model == "kmeans" else logistic_problem)(args)
+    digits = 3 if args.model == "kmeans" else 5
     modes = {
         "off": {"communication": "off"},
         "fixed": {"communication": "fixed", "send_interval": args.send_interval},
@@ -158,8 +344,7 @@ def main() -> None:
             "parzen_window": False,
         },
     }
-    table: dict[str, list[tuple[float, float]]] = {mode: [] for mode in modes}
-    accepted: dict[str, tuple[int, int]] = {}
+    last_epoch: dict[str, list[float]] = {mode: [] for mode in modes}
     with (
         LocalCluster(
             n_workers=args.workers,
@@ -172,44 +357,29 @@ def main() -> None:
         ) as cluster,
         Client(cluster),
     ):
-        for epochs in range(1, args.epochs + 1):
-            for mode, extra in modes.items():
-                model = ASGDClassifier(
-                    max_iter=epochs, shuffle=shuffle, **schedule, **extra
+        for random_state in range(args.repeats):
+            print(f"\nrandom_state={random_state}")
+            print(
+                f"sequential {problem.sequential_name}, per epoch: "
+                + " ".join(
+                    f"{loss:.{digits}f}" for loss in problem.sequential(random_state)
                 )
-                started = time.perf_counter()
-                model.fit(X, y)
-                seconds = time.perf_counter() - started
-                table[mode].append((objective(model, X, y, args.alpha), seconds))
-                history = model.history_
-                if epochs == args.epochs and "rows_accepted" in history:
-                    # Counters are cumulative: the last row of each worker.
-                    last = history.groupby("worker").tail(1)
-                    accepted[mode] = (
-                        int(last["rows_accepted"].sum()),
-                        int(last["rows_rejected"].sum()),
-                    )
-    header = " | ".join(f"{mode:>19} (loss, s)" for mode in modes)
-    print(f"{'epochs':>6} | {header}")
-    for e in range(args.epochs):
-        cells = " | ".join(
-            f"{table[mode][e][0]:>19.5f} {table[mode][e][1]:>5.2f}s" for mode in modes
-        )
-        print(f"{e + 1:>6} | {cells}")
-    for mode, (n_accepted, n_rejected) in accepted.items():
-        print(
-            f"{mode!r}, {args.epochs} epochs: {n_accepted} received rows merged, "
-            f"{n_rejected} rejected by the Parzen window"
-        )
-    target = table["off"][-1][0]
-    for mode in modes:
-        reached = next(
-            (e + 1 for e, (loss, _) in enumerate(table[mode]) if loss <= target), None
-        )
-        print(
-            f"{mode!r} reaches 'off''s {args.epochs}-epoch loss {target:.5f} after "
-            f"{reached if reached else 'more than ' + str(args.epochs)} epochs"
-        )
+            )
+            table, accepted = run_modes(problem, modes, args.epochs, random_state)
+            print_table(table, accepted, digits)
+            for mode in modes:
+                last_epoch[mode].append(table[mode][-1][0])
+    if args.repeats > 1:
+        print(f"\nafter {args.epochs} epochs, ratio to 'off' over the random states:")
+        off = np.array(last_epoch["off"])
+        for mode in modes:
+            ratio = np.array(last_epoch[mode]) / off
+            print(
+                f"{mode:>20}: "
+                + " ".join(f"{r:.4f}" for r in ratio)
+                + f"  (lower in {int((ratio < 1).sum())}, higher in "
+                f"{int((ratio > 1).sum())} of {ratio.size})"
+            )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,67 @@
+"""
+K-Means on a Dask cluster: ASGDKMeans beside MiniBatchKMeans
+============================================================
+
+Cluster a Dask array with :class:`dask_asgd.ASGDKMeans` on a
+:class:`distributed.LocalCluster` of worker processes (the same code runs on
+any cluster: pass its scheduler address with ``--scheduler``), then compare
+the inertia with scikit-learn's single-machine
+:class:`sklearn.cluster.MiniBatchKMeans` on the same rows, and with
+``communication="off"`` (every worker alone, centers averaged at the end).
+
+Run ``python examples/kmeans_on_a_cluster.py``.
+"""
+
+# %%
+# Generate overlapping blobs and put them in a Dask array of row chunks: each
+# chunk stays on the worker that holds it during the fit.
+import argparse
+import time
+
+import dask.array as da
+from distributed import Client, LocalCluster
+from sklearn.cluster import MiniBatchKMeans
+from sklearn.datasets import make_blobs
+
+from dask_asgd import ASGDKMeans
+
+parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+parser.add_argument("--scheduler", help="address of a running Dask scheduler")
+parser.add_argument("--rows", type=int, default=400_000)
+parser.add_argument("--clusters", type=int, default=50)
+args, _ = parser.parse_known_args()
+
+X, _ = make_blobs(args.rows, 20, centers=args.clusters, cluster_std=4.0, random_state=1)
+X_dask = da.from_array(X, chunks=(args.rows // 8, 20))
+
+# %%
+# Fit on the cluster, with and without exchanging centers, and beside
+# scikit-learn on one core.
+if __name__ == "__main__":
+    cluster = (
+        None
+        if args.scheduler
+        else LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None)
+    )
+    with Client(args.scheduler or cluster) as client:
+        for communication in ("adaptive", "off"):
+            started = time.perf_counter()
+            model = ASGDKMeans(
+                args.clusters, communication=communication, random_state=0
+            ).fit(X_dask)
+            seconds = time.perf_counter() - started
+            print(
+                f"ASGDKMeans, communication={communication!r}: inertia per row "
+                f"{model.inertia_ / args.rows:.2f} after {model.n_iter_} epochs, "
+                f"{seconds:.1f} s"
+            )
+        labels = model.predict(X_dask)  # lazy: a Dask array
+        print("cluster sizes:", da.bincount(labels).compute()[:10], "...")
+    if cluster is not None:
+        cluster.close()
+    started = time.perf_counter()
+    reference = MiniBatchKMeans(args.clusters, n_init=1, random_state=0).fit(X)
+    print(
+        f"MiniBatchKMeans: inertia per row {reference.inertia_ / args.rows:.2f}, "
+        f"{time.perf_counter() - started:.1f} s"
+    )
