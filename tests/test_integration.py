@@ -16,7 +16,7 @@ from sklearn.datasets import make_classification, make_regression
 from sklearn.linear_model import SGDClassifier
 from sklearn.model_selection import train_test_split
 
-from dask_asgd import ASGDClassifier, ASGDRegressor
+from dask_asgd import ASGDClassifier, ASGDKMeans, ASGDRegressor
 
 EXCHANGE_COLUMNS = ["messages_sent", "messages_received", "rows_accepted"]
 
@@ -191,6 +191,11 @@ def test_fit_on_cli_started_cluster(data):
             last = last_epoch_per_worker(model)
             assert len(last) == 2
             assert (last["messages_received"] > 0).all()
+            assert_fit_left_nothing(client)
+            # K-Means runs on the same machinery, unchanged.
+            kmeans = ASGDKMeans(2, random_state=0).fit(X)
+            assert kmeans.history_["worker"].nunique() == 2
+            np.testing.assert_array_equal(kmeans.predict(X), kmeans.labels_)
             assert_fit_left_nothing(client)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from dask_asgd.training._driver import _average
-from dask_asgd.training._model_state import ModelState
+from dask_asgd.training._model_state import KMeansState, ModelState
 from dask_asgd.training._worker_loop import WorkerResult
 
 
@@ -52,3 +52,17 @@ def test_workers_without_averaging_send_no_average_arrays():
     np.testing.assert_array_equal(averaged.average_weights, start.average_weights)
     assert averaged.average_weights is not start.average_weights
     assert averaged.average_intercepts.shape == start.intercepts.shape
+
+
+def test_kmeans_average_adds_up_what_each_worker_counted():
+    start = KMeansState(np.zeros((2, 3)), np.array([10.0, 20.0]))
+    first, second = start.copy(), start.copy()
+    first.centers[:] = 1.0
+    second.centers[:] = 4.0
+    first.counts += [5.0, 0.0]
+    second.counts += [1.0, 7.0]
+    averaged = _average([result(first, 300), result(second, 100)], start)
+    np.testing.assert_allclose(averaged.centers, 1.75)
+    np.testing.assert_allclose(averaged.counts, [16.0, 27.0])
+    assert averaged.exchanged_shape == (2, 3)
+    assert not KMeansState.parzen_per_row and ModelState.parzen_per_row

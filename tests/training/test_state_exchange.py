@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dask_asgd.exchange import Message
-from dask_asgd.training._model_state import ModelState
+from dask_asgd.training._model_state import KMeansState, ModelState
 from dask_asgd.training._state_exchange import StateExchange
 
 
@@ -83,3 +83,25 @@ def test_publish_rotates_column_blocks(message_size, widths):
     assert [p.shape[1] for p, _ in endpoint.published] == widths
     starts = [meta["column_start"] for _, meta in endpoint.published]
     assert starts == [sum(widths[:i]) for i in range(len(widths))]
+
+
+def test_kmeans_centers_are_tested_as_a_whole():
+    # Center 0 of the peer is ahead of the local step, center 1 behind it;
+    # summed over both the peer is nearer the proposal: all or nothing.
+    previous = np.zeros((2, 2))
+    centers = KMeansState(np.array([[1.0, 0.0], [1.0, 0.0]]), np.array([5.0, 5.0]))
+    peer = np.array([[1.0, 0.0], [0.4, 0.0]])
+    exchange = StateExchange(
+        FakeEndpoint([message(peer, 0)]),
+        n_columns=2,
+        message_size=1.0,
+        parzen_window=True,
+        parzen_per_row=KMeansState.parzen_per_row,
+    )
+    exchange.merge(centers, previous)
+    np.testing.assert_allclose(centers.centers, [[1.0, 0.0], [0.7, 0.0]])
+    np.testing.assert_array_equal(centers.counts, [5.0, 5.0])  # never exchanged
+    assert (exchange.accepted, exchange.rejected) == (2, 0)
+    sent = exchange.publish(centers)
+    np.testing.assert_array_equal(sent, centers.centers)
+    assert sent is not centers.centers
