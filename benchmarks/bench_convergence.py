@@ -377,8 +377,8 @@ def main() -> None:
             print(
                 f"{mode:>20}: "
                 + " ".join(f"{r:.4f}" for r in ratio)
-                + f"  (lower in {int((ratio < 1).sum())}, higher in "
-                f"{int((ratio > 1).sum())} of {ratio.size})"
+                + f"  (more than 0.1 % lower in {int((ratio < 0.999).sum())}, "
+                f"higher in {int((ratio > 1.001).sum())} of {ratio.size})"
             )
 
 
