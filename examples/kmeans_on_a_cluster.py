@@ -13,12 +13,15 @@ Run ``python examples/kmeans_on_a_cluster.py``.
 """
 
 # %%
-# Generate overlapping blobs and put them in a Dask array of row chunks: each
-# chunk stays on the worker that holds it during the fit.
+# Overlapping blobs in a Dask array of row chunks, each chunk generated on a
+# worker (as data loaded with Dask would be): during the fit every chunk stays
+# on the worker that holds it.
 import argparse
 import time
 
+import dask
 import dask.array as da
+import numpy as np
 from distributed import Client, LocalCluster
 from sklearn.cluster import MiniBatchKMeans
 from sklearn.datasets import make_blobs
@@ -31,8 +34,26 @@ parser.add_argument("--rows", type=int, default=400_000)
 parser.add_argument("--clusters", type=int, default=50)
 args, _ = parser.parse_known_args()
 
-X, _ = make_blobs(args.rows, 20, centers=args.clusters, cluster_std=4.0, random_state=1)
-X_dask = da.from_array(X, chunks=(args.rows // 8, 20))
+n_features, n_chunks = 20, 8
+centers = np.random.default_rng(1).uniform(-10, 10, (args.clusters, n_features))
+
+
+def blob_rows(seed: int, n_rows: int) -> np.ndarray:
+    rows, _ = make_blobs(n_rows, centers=centers, cluster_std=4.0, random_state=seed)
+    return rows
+
+
+chunk_rows = args.rows // n_chunks
+X_dask = da.concatenate(
+    [
+        da.from_delayed(
+            dask.delayed(blob_rows)(seed, chunk_rows),
+            shape=(chunk_rows, n_features),
+            dtype=np.float64,
+        )
+        for seed in range(n_chunks)
+    ]
+)
 
 # %%
 # Fit on the cluster, with and without exchanging centers, and beside
@@ -44,6 +65,7 @@ if __name__ == "__main__":
         else LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None)
     )
     with Client(args.scheduler or cluster) as client:
+        X_dask = X_dask.persist()  # generate once, on the workers
         for communication in ("adaptive", "off"):
             started = time.perf_counter()
             model = ASGDKMeans(
@@ -52,16 +74,17 @@ if __name__ == "__main__":
             seconds = time.perf_counter() - started
             print(
                 f"ASGDKMeans, communication={communication!r}: inertia per row "
-                f"{model.inertia_ / args.rows:.2f} after {model.n_iter_} epochs, "
+                f"{model.inertia_ / X_dask.shape[0]:.2f} after {model.n_iter_} epochs, "
                 f"{seconds:.1f} s"
             )
         labels = model.predict(X_dask)  # lazy: a Dask array
-        print("cluster sizes:", da.bincount(labels).compute()[:10], "...")
+        print("rows per cluster:", da.bincount(labels).compute()[:10], "...")
+        X = X_dask.compute()  # the same rows in memory, for scikit-learn
     if cluster is not None:
         cluster.close()
     started = time.perf_counter()
     reference = MiniBatchKMeans(args.clusters, n_init=1, random_state=0).fit(X)
     print(
-        f"MiniBatchKMeans: inertia per row {reference.inertia_ / args.rows:.2f}, "
+        f"MiniBatchKMeans: inertia per row {reference.inertia_ / X.shape[0]:.2f}, "
         f"{time.perf_counter() - started:.1f} s"
     )
