@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from numbers import Integral, Real
 from typing import Any, ClassVar
 
@@ -33,11 +34,13 @@ from ..kernels import (
 )
 from ..training import (
     DaskRows,
+    FitOutcome,
     InMemoryRows,
     ModelState,
     WorkerTask,
     cluster_workers,
     run_fit,
+    train_worker,
 )
 
 logger = logging.getLogger(__name__)
@@ -76,6 +79,15 @@ COMMUNICATION_CONSTRAINTS: dict[str, list[Any]] = {
     "send_interval": [Interval(Integral, 1, None, closed="left")],
     "message_size": [Interval(Real, 0, 1, closed="right")],
     "parzen_window": ["boolean"],
+}
+
+#: How every estimator checks in-memory ``X``: CSR or C-ordered dense rows of
+#: float32 or float64, as the kernels take them.
+X_CHECKS: dict[str, Any] = {
+    "accept_sparse": "csr",
+    "dtype": [np.float64, np.float32],
+    "order": "C",
+    "accept_large_sparse": True,
 }
 
 # scikit-learn damps intercept updates on sparse data, whose rows touch few
@@ -167,17 +179,7 @@ class BaseASGD(SparseCoefMixin, BaseEstimator):
     def _validate_X_y(
         self, X: Any, y: Any, reset: bool, **options: Any
     ) -> tuple[Any, Any]:
-        return validate_data(
-            self,
-            X,
-            y,
-            accept_sparse="csr",
-            dtype=[np.float64, np.float32],
-            order="C",
-            accept_large_sparse=True,
-            reset=reset,
-            **options,
-        )
+        return validate_data(self, X, y, reset=reset, **X_CHECKS, **options)
 
     def _check_dask_features(self, X: Any) -> None:
         if X.shape[1] != self.n_features_in_:
@@ -308,33 +310,12 @@ class BaseASGD(SparseCoefMixin, BaseEstimator):
             score=self._score_kind,
             positive_weight=positive_weight.astype(rows.dtype),
             negative_weight=negative_weight.astype(rows.dtype),
-            epoch_timeout=float(parse_seconds(_config.get("training.epoch-timeout"))),
-            chunk_samples=int(_config.get("training.chunk-samples")),
             synchronise=synchronise,
-            communication=self.communication,
-            send_interval=int(self.send_interval),
-            message_size=float(self.message_size),
-            parzen_window=bool(self.parzen_window),
-            report_period=float(parse_seconds(_config.get("balancing.report-period"))),
+            **exchange_settings(self),
         )
-        with connect() as client:
-            workers = cluster_workers(client, self.n_workers)
-            placement = rows.place(
-                client,
-                workers,
-                rng,
-                shuffle=bool(self.shuffle),
-                min_rows_per_worker=int(_config.get("training.min-rows-per-worker")),
-            )
-            outcome = run_fit(
-                client,
-                placement,
-                task,
-                t_start,
-                rng,
-                balancing_limits(),
-                progress=self._log_epoch if self.verbose else None,
-            )
+        outcome = train_on_cluster(
+            self, rows, task, t_start, rng, self._log_epoch, train_worker
+        )
         self._standard = outcome.state
         self.n_iter_ = outcome.n_iter
         self.t_ = t_start + outcome.n_samples_trained
@@ -400,6 +381,56 @@ def fit_transactionally(
         estimator.__dict__.clear()
         estimator.__dict__.update(saved)
         raise
+
+
+def exchange_settings(estimator: BaseEstimator) -> dict[str, Any]:
+    """Task fields every estimator sets alike: its exchange parameters and the
+    ``asgd.training`` / ``asgd.balancing`` configuration."""
+    return {
+        "epoch_timeout": parse_seconds(_config.get("training.epoch-timeout")),
+        "chunk_samples": int(_config.get("training.chunk-samples")),
+        "communication": estimator.communication,
+        "send_interval": int(estimator.send_interval),
+        "message_size": float(estimator.message_size),
+        "parzen_window": bool(estimator.parzen_window),
+        "report_period": parse_seconds(_config.get("balancing.report-period")),
+    }
+
+
+def train_on_cluster(
+    estimator: BaseEstimator,
+    rows: InMemoryRows | DaskRows,
+    task: Any,
+    t_start: float,
+    rng: np.random.Generator,
+    log_epoch: Callable[[dict[str, Any]], None],
+    train: Callable[..., Any],
+) -> FitOutcome:
+    """Place ``rows`` on the cluster's workers and run ``task`` there.
+
+    Uses the current client or the embedded cluster (:func:`connect`), the
+    estimator's ``n_workers`` and ``shuffle``, and logs every epoch with
+    ``log_epoch`` when the estimator is ``verbose``.
+    """
+    with connect() as client:
+        workers = cluster_workers(client, estimator.n_workers)
+        placement = rows.place(
+            client,
+            workers,
+            rng,
+            shuffle=bool(estimator.shuffle),
+            min_rows_per_worker=int(_config.get("training.min-rows-per-worker")),
+        )
+        return run_fit(
+            client,
+            placement,
+            task,
+            t_start,
+            rng,
+            balancing_limits(),
+            progress=log_epoch if estimator.verbose else None,
+            train=train,
+        )
 
 
 def balancing_limits() -> dict[str, Any]:

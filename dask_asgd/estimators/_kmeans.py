@@ -26,24 +26,21 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from .. import _config
-from ..backends import connect
 from ..training import (
     DaskRows,
     InMemoryRows,
     KMeansState,
     KMeansTask,
-    cluster_workers,
-    run_fit,
     train_kmeans_worker,
 )
 from ._base import (
     COMMUNICATION_CONSTRAINTS,
     COMMUNICATION_PARAMETERS_DOC,
-    balancing_limits,
+    X_CHECKS,
     check_send_interval,
+    exchange_settings,
     fit_transactionally,
-    parse_seconds,
+    train_on_cluster,
 )
 from ._dask_input import is_dask_collection, map_rows, validate_dask_data
 
@@ -269,15 +266,7 @@ class ASGDKMeans(
                 self, X, None, sample_weight, reset=first_call, requires_y=False
             )
         else:
-            X = validate_data(
-                self,
-                X,
-                accept_sparse="csr",
-                dtype=[np.float64, np.float32],
-                order="C",
-                accept_large_sparse=True,
-                reset=first_call,
-            )
+            X = validate_data(self, X, reset=first_call, **X_CHECKS)
             sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype)
         if X.shape[0] < self.n_clusters:
             raise ValueError(
@@ -304,35 +293,13 @@ class ASGDKMeans(
             n_iter_no_change=int(self.n_iter_no_change),
             batch_size=int(self.batch_size),
             shuffle=bool(self.shuffle),
-            epoch_timeout=parse_seconds(_config.get("training.epoch-timeout")),
-            chunk_samples=int(_config.get("training.chunk-samples")),
             synchronise=max_iter > 1,
-            communication=self.communication,
-            report_period=parse_seconds(_config.get("balancing.report-period")),
-            send_interval=int(self.send_interval),
-            message_size=float(self.message_size),
-            parzen_window=bool(self.parzen_window),
+            **exchange_settings(self),
         )
         rng = np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
-        with connect() as client:
-            workers = cluster_workers(client, self.n_workers)
-            placement = rows.place(
-                client,
-                workers,
-                rng,
-                shuffle=bool(self.shuffle),
-                min_rows_per_worker=int(_config.get("training.min-rows-per-worker")),
-            )
-            outcome = run_fit(
-                client,
-                placement,
-                task,
-                1.0,
-                rng,
-                balancing_limits(),
-                progress=self._log_epoch if self.verbose else None,
-                train=train_kmeans_worker,
-            )
+        outcome = train_on_cluster(
+            self, rows, task, 1.0, rng, self._log_epoch, train_kmeans_worker
+        )
         self.cluster_centers_ = outcome.state.centers
         self.counts_ = outcome.state.counts
         self.n_iter_ = outcome.n_iter
@@ -446,15 +413,7 @@ class ASGDKMeans(
                 self, X, None, None, reset=False, requires_y=False
             )
             return X
-        return validate_data(
-            self,
-            X,
-            accept_sparse="csr",
-            dtype=[np.float64, np.float32],
-            order="C",
-            accept_large_sparse=True,
-            reset=False,
-        )
+        return validate_data(self, X, reset=False, **X_CHECKS)
 
     def predict(self, X: Any) -> Any:
         """Index of the closest center of each row.

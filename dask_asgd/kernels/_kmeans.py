@@ -16,6 +16,7 @@ import numpy as np
 from numba import njit
 
 from ._options import JIT_OPTIONS
+from ._rows import kernel_rows
 
 
 @njit(**JIT_OPTIONS)
@@ -156,13 +157,7 @@ def kmeans_pass(
         )
     if labels is None:
         labels = np.empty(order.shape[0], dtype=np.int64)
-    if hasattr(X, "indptr"):
-        dense = np.empty((0, 0), dtype=centers.dtype)
-        data, indices, indptr, is_sparse = X.data, X.indices, X.indptr, True
-    else:
-        dense, is_sparse = X, False
-        data = np.empty(0, dtype=centers.dtype)
-        indices = indptr = np.empty(0, dtype=np.int32)
+    dense, data, indices, indptr, is_sparse = kernel_rows(X, centers.dtype)
     inertia = _kmeans_pass(
         centers,
         counts,

@@ -28,6 +28,7 @@ from numba import njit
 
 from ._losses import loss_derivative, loss_value
 from ._options import JIT_OPTIONS
+from ._rows import kernel_rows
 
 PENALTY_NONE = 0
 PENALTY_L2 = 1
@@ -388,13 +389,7 @@ def sgd_pass(
     if active is None:
         active = np.ones(n_outputs, dtype=np.bool_)
     losses = np.zeros(n_outputs)
-    if hasattr(X, "indptr"):
-        dense = np.empty((0, 0), dtype=weights.dtype)
-        data, indices, indptr, is_sparse = X.data, X.indices, X.indptr, True
-    else:
-        dense, is_sparse = X, False
-        data = np.empty(0, dtype=weights.dtype)
-        indices = indptr = np.empty(0, dtype=np.int32)
+    dense, data, indices, indptr, is_sparse = kernel_rows(X, weights.dtype)
     t, u = _sgd_pass(
         weights,
         intercepts,

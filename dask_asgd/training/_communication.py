@@ -15,7 +15,8 @@ import asyncio
 import concurrent.futures
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -250,11 +251,12 @@ class Communicator:
         }
 
 
-def open_communicator(task: Any) -> Communicator | None:
-    """Join the fit's topic and build this worker's communicator.
+@contextmanager
+def open_communicator(task: Any) -> Iterator[Communicator | None]:
+    """Join the fit's topic for the duration of training, with a communicator.
 
-    Runs on the worker, inside the training task. Close the communicator's
-    endpoint when training ends.
+    Runs on the worker, inside the training task; leaving the block closes
+    the subscription (the topic's mailbox and handler go with it).
 
     Parameters
     ----------
@@ -263,28 +265,32 @@ def open_communicator(task: Any) -> Communicator | None:
         ``send_interval``, ``message_size``, ``parzen_window`` and
         ``report_period`` are used.
 
-    Returns
-    -------
+    Yields
+    ------
     Communicator or None
         None when the worker does not communicate (``"off"``, or alone).
     """
     from distributed import get_worker
 
     if task.communication == "off" or len(task.peers) <= 1:
-        return None
+        yield None
+        return
     endpoint = join_topic(task.fit_id, task.fit_id, task.peers, seed=task.seed)
-    exchange = StateExchange(
-        endpoint,
-        task.state.exchanged_shape[1],
-        task.message_size,
-        task.parzen_window,
-        type(task.state).parzen_per_row,
-    )
-    return Communicator(
-        exchange,
-        task.fit_id,
-        task.send_interval,
-        adaptive=task.communication == "adaptive",
-        report_period=task.report_period,
-        loop_cpu=event_loop_cpu_clock(get_worker()),
-    )
+    try:
+        exchange = StateExchange(
+            endpoint,
+            task.state.exchanged_shape[1],
+            task.message_size,
+            task.parzen_window,
+            type(task.state).parzen_per_row,
+        )
+        yield Communicator(
+            exchange,
+            task.fit_id,
+            task.send_interval,
+            adaptive=task.communication == "adaptive",
+            report_period=task.report_period,
+            loop_cpu=event_loop_cpu_clock(get_worker()),
+        )
+    finally:
+        endpoint.close()

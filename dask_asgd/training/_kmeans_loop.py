@@ -9,54 +9,35 @@ the inertia summed over all workers.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from distributed import secede
 
-from ..balancing import report_epoch
 from ..kernels import kmeans_pass
 from ._communication import Communicator, open_communicator
 from ._model_state import KMeansState
-from ._shuffle import epoch_order
 from ._stopping import Decision, StoppingRule
-from ._worker_loop import Partition, WorkerResult
+from ._worker_loop import (
+    Partition,
+    TaskCommon,
+    WorkerResult,
+    epoch_chunks,
+    epoch_totals,
+)
 
 
-@dataclass
-class KMeansTask:
-    """Everything one worker needs to train K-Means, apart from its data."""
+@dataclass(kw_only=True)
+class KMeansTask(TaskCommon):
+    """Everything one worker needs to train K-Means, apart from its data.
 
-    fit_id: str
-    seed: int
+    ``tol`` is the relative decrease of the epoch's inertia required to count
+    as progress; ``message_size`` a fraction of the centers' columns.
+    """
+
     state: KMeansState
-    max_iter: int
-    #: Relative decrease of the epoch's inertia required to count as
-    #: progress; None never stops early.
-    tol: float | None
-    n_iter_no_change: int
     batch_size: int
-    shuffle: bool
-    #: Seconds to wait at an epoch barrier before giving the fit up.
-    epoch_timeout: float
-    #: Samples the kernel processes per call (rounded to whole minibatches).
-    chunk_samples: int = 8192
-    #: Whether to synchronise epochs with the other workers (not for
-    #: ``partial_fit``'s single pass).
-    synchronise: bool = True
-    #: "off" (SimuParallelSGD), "fixed" or "adaptive".
-    communication: str = "off"
-    #: Seconds between two balancing reports (adaptive only).
-    report_period: float = 0.5
-    #: Samples between two sends (and merges) of this worker.
-    send_interval: int = 4096
-    #: Fraction of the centers' columns one message carries.
-    message_size: float = 1.0
-    #: Apply the Parzen-window test to received centers.
-    parzen_window: bool = True
-    #: Addresses of every worker of the fit.
-    peers: list[str] = field(default_factory=list)
 
 
 def train_kmeans_worker(task: KMeansTask, partitions: list[Partition]) -> WorkerResult:
@@ -77,15 +58,11 @@ def train_kmeans_worker(task: KMeansTask, partitions: list[Partition]) -> Worker
         ``n_samples_trained`` counts rows visited; ``t_end`` is unused (0).
     """
     secede()
-    communicator = open_communicator(task)
-    try:
+    with open_communicator(task) as communicator:
         return _train(task, partitions, communicator)
-    finally:
-        if communicator is not None:
-            communicator.exchange.endpoint.close()
 
 
-def _chunk_rows(task: KMeansTask, communicator: Communicator | None) -> int:
+def _whole_minibatch_rows(task: KMeansTask, communicator: Communicator | None) -> int:
     # Whole minibatches per kernel call: an exchange between two halves of a
     # minibatch would test a state the minibatch has only half moved.
     rows = task.chunk_samples
@@ -118,29 +95,20 @@ def _train(
     for epoch in range(task.max_iter):
         started = time.perf_counter()
         inertia = 0.0
-        visit = (
-            rng.permutation(len(partitions))
-            if rng is not None
-            else range(len(partitions))
-        )
-        for index in visit:
-            part = partitions[index]
-            order = epoch_order(rows[index], rng)
-            position = 0
-            while position < order.shape[0]:
-                stop = min(position + _chunk_rows(task, communicator), order.shape[0])
-                chunk_inertia = kmeans_pass(
-                    state.centers,
-                    state.counts,
-                    part.X,
-                    part.sample_weight,
-                    order[position:stop],
-                    task.batch_size,
-                )
-                inertia += chunk_inertia
-                if communicator is not None:
-                    communicator.after_samples(stop - position, chunk_inertia, state)
-                position = stop
+        for part, chunk in epoch_chunks(
+            partitions, rows, rng, lambda: _whole_minibatch_rows(task, communicator)
+        ):
+            chunk_inertia = kmeans_pass(
+                state.centers,
+                state.counts,
+                part.X,
+                part.sample_weight,
+                chunk,
+                task.batch_size,
+            )
+            inertia += chunk_inertia
+            if communicator is not None:
+                communicator.after_samples(chunk.shape[0], chunk_inertia, state)
         n_visited += n_local
         n_iter = epoch + 1
         values = {
@@ -155,18 +123,10 @@ def _train(
             "samples": n_local,
             "seconds": time.perf_counter() - started,
         }
-        if communicator is not None:
-            record["send_interval"] = communicator.send_interval
-            record.update(communicator.exchange.stats())
-        if task.synchronise:
-            answer = report_epoch(task.fit_id, epoch, values, task.epoch_timeout)
-            if answer["status"] != "ok":
-                failure = answer["reason"]
-                history.append(record)
-                break
-            totals = answer["totals"]
-        else:
-            totals = values
+        totals, failure = epoch_totals(task, communicator, epoch, values, record)
+        if totals is None:
+            history.append(record)
+            break
         # Mean squared distance per unit of sample weight, over all workers.
         record["loss"] = totals["loss"] / max(totals["weight"], 1e-300)
         history.append(record)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,26 +42,17 @@ class Partition:
     validation: np.ndarray | None = None
 
 
-@dataclass
-class WorkerTask:
-    """Everything one worker needs to train, apart from its data."""
+@dataclass(kw_only=True)
+class TaskCommon:
+    """What every training task needs, whatever the model: identity, epochs,
+    stopping and exchange settings. Subclasses add the model's own fields."""
 
     fit_id: str
     seed: int
-    settings: StepSettings
-    state: ModelState
-    #: Sample number (1-based) this worker's learning-rate schedule starts at.
-    t_start: float
     max_iter: int
     tol: float | None
     n_iter_no_change: int
-    early_stopping: bool
-    adaptive: bool
     shuffle: bool
-    #: "accuracy" or "r2": how the validation score is computed.
-    score: str
-    positive_weight: np.ndarray
-    negative_weight: np.ndarray
     #: Seconds to wait at an epoch barrier before giving the fit up.
     epoch_timeout: float
     #: Samples the kernel processes per call.
@@ -81,6 +73,22 @@ class WorkerTask:
     parzen_window: bool = True
     #: Addresses of every worker of the fit (the topic's members).
     peers: list[str] = field(default_factory=list)
+
+
+@dataclass(kw_only=True)
+class WorkerTask(TaskCommon):
+    """Everything one worker needs to train a linear model, apart from its data."""
+
+    settings: StepSettings
+    state: ModelState
+    #: Sample number (1-based) this worker's learning-rate schedule starts at.
+    t_start: float
+    early_stopping: bool
+    adaptive: bool
+    #: "accuracy" or "r2": how the validation score is computed.
+    score: str
+    positive_weight: np.ndarray
+    negative_weight: np.ndarray
 
 
 @dataclass
@@ -142,6 +150,76 @@ def validation_score(totals: dict[str, float], score: str) -> float:
     return 1.0 - totals["val_sse"] / total_sum_of_squares
 
 
+def epoch_chunks(
+    partitions: list[Partition],
+    rows: list[np.ndarray],
+    rng: np.random.Generator | None,
+    chunk_rows: Callable[[], int],
+) -> Iterator[tuple[Partition, np.ndarray]]:
+    """One epoch's rows: partition by partition, in chunks for the kernel.
+
+    Partitions are visited in a random order when ``rng`` is given (and their
+    rows as :func:`epoch_order` shuffles them), else in storage order.
+    ``chunk_rows()`` is asked before every chunk, after the previous one was
+    trained on, so that a chunk can end where an exchange is due.
+
+    Yields
+    ------
+    partition : Partition
+    chunk : ndarray of int64
+        Row numbers of ``partition`` to train on next.
+    """
+    visit = (
+        rng.permutation(len(partitions)) if rng is not None else range(len(partitions))
+    )
+    for index in visit:
+        order = epoch_order(rows[index], rng)
+        position = 0
+        while position < order.shape[0]:
+            stop = min(position + chunk_rows(), order.shape[0])
+            yield partitions[index], order[position:stop]
+            position = stop
+
+
+def _chunk_rows(task: TaskCommon, communicator: Communicator | None) -> int:
+    rows = task.chunk_samples
+    if communicator is not None:
+        rows = min(rows, communicator.samples_until_send())
+    return rows
+
+
+def epoch_totals(
+    task: TaskCommon,
+    communicator: Communicator | None,
+    epoch: int,
+    values: dict[str, Any],
+    record: dict[str, Any],
+) -> tuple[dict[str, Any] | None, str | None]:
+    """Close an epoch: record the exchange counters, then sum over workers.
+
+    Adds the worker's send interval and exchange counters to ``record`` and,
+    when the task synchronises, waits at the scheduler's epoch barrier for
+    ``values`` summed over every worker of the fit.
+
+    Returns
+    -------
+    totals : dict or None
+        The sums (this worker's own ``values`` without synchronisation);
+        None if the fit was given up.
+    failure : str or None
+        Why the fit was given up.
+    """
+    if communicator is not None:
+        record["send_interval"] = communicator.send_interval
+        record.update(communicator.exchange.stats())
+    if not task.synchronise:
+        return values, None
+    answer = report_epoch(task.fit_id, epoch, values, task.epoch_timeout)
+    if answer["status"] != "ok":
+        return None, answer["reason"]
+    return answer["totals"], None
+
+
 def train_worker(task: WorkerTask, partitions: list[Partition]) -> WorkerResult:
     """Train on this worker's partitions until the shared stopping rule says so.
 
@@ -161,12 +239,8 @@ def train_worker(task: WorkerTask, partitions: list[Partition]) -> WorkerResult:
     WorkerResult
     """
     secede()
-    communicator = open_communicator(task)
-    try:
+    with open_communicator(task) as communicator:
         return _train(task, partitions, communicator)
-    finally:
-        if communicator is not None:
-            communicator.exchange.endpoint.close()
 
 
 def _train(
@@ -205,41 +279,29 @@ def _train(
     for epoch in range(task.max_iter):
         started = time.perf_counter()
         output_losses = np.zeros(n_outputs)
-        visit = (
-            rng.permutation(len(partitions))
-            if rng is not None
-            else range(len(partitions))
-        )
-        for index in visit:
-            part = partitions[index]
-            order = epoch_order(training_rows[index], rng)
-            position = 0
-            while position < order.shape[0]:
-                step = task.chunk_samples
-                if communicator is not None:
-                    step = min(step, communicator.samples_until_send())
-                stop = min(position + step, order.shape[0])
-                t, chunk_loss, l1_total = sgd_pass(
-                    state.weights,
-                    state.intercepts,
-                    state.average_weights,
-                    state.average_intercepts,
-                    cumulative_l1,
-                    part.X,
-                    part.targets,
-                    part.sample_weight,
-                    task.positive_weight,
-                    task.negative_weight,
-                    order[position:stop],
-                    settings,
-                    t,
-                    l1_total,
-                    active,
-                    output_losses,
-                )
-                if communicator is not None:
-                    communicator.after_samples(stop - position, chunk_loss, state)
-                position = stop
+        for part, chunk in epoch_chunks(
+            partitions, training_rows, rng, lambda: _chunk_rows(task, communicator)
+        ):
+            t, chunk_loss, l1_total = sgd_pass(
+                state.weights,
+                state.intercepts,
+                state.average_weights,
+                state.average_intercepts,
+                cumulative_l1,
+                part.X,
+                part.targets,
+                part.sample_weight,
+                task.positive_weight,
+                task.negative_weight,
+                chunk,
+                settings,
+                t,
+                l1_total,
+                active,
+                output_losses,
+            )
+            if communicator is not None:
+                communicator.after_samples(chunk.shape[0], chunk_loss, state)
         sumloss = float(output_losses.sum())
         n_iter = epoch + 1
         finite = state.is_finite()
@@ -254,18 +316,10 @@ def _train(
             "seconds": time.perf_counter() - started,
             "eta": settings.eta0,
         }
-        if communicator is not None:
-            record["send_interval"] = communicator.send_interval
-            record.update(communicator.exchange.stats())
-        if task.synchronise:
-            answer = report_epoch(task.fit_id, epoch, values, task.epoch_timeout)
-            if answer["status"] != "ok":
-                failure = answer["reason"]
-                history.append(record)
-                break
-            totals = answer["totals"]
-        else:
-            totals = values
+        totals, failure = epoch_totals(task, communicator, epoch, values, record)
+        if totals is None:
+            history.append(record)
+            break
         n_active = int(active.sum())
         record["loss"] = totals["loss"] / max(totals["n_train"] * n_active, 1)
         if task.early_stopping:
