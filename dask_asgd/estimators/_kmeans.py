@@ -137,8 +137,12 @@ class ASGDKMeans(
 
     Notes
     -----
-    scikit-learn's ``MiniBatchKMeans`` also moves centers that absorb almost
-    no rows to random rows (``reassignment_ratio``); this estimator does not.
+    Differences from scikit-learn's ``MiniBatchKMeans``: there is one start
+    (no ``n_init``; scikit-learn also uses one with k-means++), centers that
+    absorb almost no rows are not moved to random rows (no
+    ``reassignment_ratio``), and training stops on the inertia of whole epochs
+    (``tol``, ``n_iter_no_change``) rather than on a smoothed minibatch
+    inertia (``max_no_improvement``).
 
     Examples
     --------
