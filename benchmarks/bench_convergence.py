@@ -151,6 +151,11 @@ def parse_arguments() -> argparse.Namespace:
         help="train every mode with random_state 0, 1, ... (seeds the start, "
         "the rows' assignment to workers and the shuffling)",
     )
+    parser.add_argument(
+        "--processes",
+        action="store_true",
+        help="process workers (the rows are copied into each) instead of threads",
+    )
     return parser.parse_args()
 
 
@@ -168,7 +173,8 @@ def logistic_problem(args: argparse.Namespace) -> Problem:
         shuffle = False
     print(
         f"data: make_classification({args.rows}, {args.features}), "
-        f"{args.workers} workers (threads of one process), log_loss, "
+        f"{args.workers} workers ({'processes' if args.processes else 'threads'}), "
+        "log_loss, "
         f"alpha={args.alpha}, learning_rate={args.learning_rate}, eta0={args.eta0}, "
         f"power_t={args.power_t}, average={args.average}, "
         f"send_interval={args.send_interval}, "
@@ -224,8 +230,9 @@ def kmeans_problem(args: argparse.Namespace) -> Problem:
     )
     print(
         f"data: make_blobs({args.rows}, {args.features}, centers={args.clusters}, "
-        f"cluster_std={args.cluster_std}), {args.workers} workers (threads of one "
-        f"process), K-Means with n_clusters={args.clusters}, "
+        f"cluster_std={args.cluster_std}), {args.workers} workers "
+        f"({'processes' if args.processes else 'threads'}), "
+        f"K-Means with n_clusters={args.clusters}, "
         f"batch_size={args.batch_size}, k-means++ on 3 * batch_size rows, "
         f"send_interval={args.send_interval}"
     )
@@ -349,11 +356,11 @@ def main() -> None:
         LocalCluster(
             n_workers=args.workers,
             threads_per_worker=1,
-            processes=False,
+            processes=args.processes,
             dashboard_address=None,
             # Thread workers share this process and its data: no per-worker
             # memory limit, or they pause (see the user guide, "Backends").
-            memory_limit=0,
+            memory_limit="auto" if args.processes else 0,
         ) as cluster,
         Client(cluster),
     ):
