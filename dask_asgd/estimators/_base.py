@@ -1,6 +1,9 @@
-"""Shared machinery of the ASGD linear estimators.
+"""Shared machinery of the ASGD estimators.
 
-Follows scikit-learn's ``BaseSGD``: ``__init__`` only stores its arguments,
+What every estimator shares (the exchange parameters, their documentation and
+constraints, the checks of ``X``, training on the cluster, transactional fits)
+and :class:`BaseASGD`, the base of the linear ones. Follows scikit-learn's
+``BaseSGD``: ``__init__`` only stores its arguments,
 parameters are declared in ``_parameter_constraints`` and checked by
 ``_fit_context``, data is checked by ``validate_data``. The training itself is
 delegated to :mod:`dask_asgd.training`, which runs it on a Dask cluster.
