@@ -158,6 +158,12 @@ class Communicator:
             self._reports == 0
             and self._period_exchanges >= FIRST_REPORT_EXCHANGES
             and elapsed >= self.report_period / 10
+            # Early only on a measurement: before any send has completed,
+            # the only latency known is the age of the sends in flight, and
+            # at start-up that is mostly the peers starting (their first
+            # kernel call loads compiled code and holds the GIL), not the
+            # link. The regular report then judges a full period.
+            and self.exchange.endpoint.stats().get("sent", 0) > 0
         )
         if self._pending is not None or (
             elapsed < self.report_period and not first_due
