@@ -29,9 +29,10 @@ from ._state_exchange import State, StateExchange
 logger = logging.getLogger(__name__)
 
 #: The first balancing report goes out after this many exchanges (a tenth of
-#: the report period, and one completed send) instead of a whole period: the user's starting
-#: interval may be far from what the link and the state size allow, and a
-#: whole period at a wrong rate costs more than the rest of a short fit.
+#: the report period, and one completed send) instead of a whole period: the
+#: user's starting interval may be far from what the link and the state size
+#: allow, and a whole period at a wrong rate costs more than the rest of a
+#: short fit.
 FIRST_REPORT_EXCHANGES = 4
 
 
