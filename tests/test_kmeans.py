@@ -110,6 +110,13 @@ def test_dask_array_input_stays_lazy(client, blobs):
     assert isinstance(distances, da.Array)
     np.testing.assert_allclose(distances.compute(), model.transform(X))
     np.testing.assert_allclose(model.score(X_dask), model.score(X), rtol=1e-9)
+    weights = np.random.default_rng(0).uniform(0.5, 2.0, X.shape[0])
+    np.testing.assert_allclose(
+        model.score(X_dask, sample_weight=weights),
+        model.score(X, sample_weight=weights),
+        rtol=1e-9,
+    )
+    assert model.score(X, sample_weight=weights) != pytest.approx(model.score(X))
     reference_inertia = -model.score(X)
     np.testing.assert_allclose(model.inertia_, reference_inertia, rtol=1e-9)
     assert model.history_["worker"].nunique() == 2

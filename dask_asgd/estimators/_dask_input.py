@@ -78,7 +78,7 @@ def validate_dask_data(
         X = X.astype(np.float64)
     X = X.rechunk({1: -1})
     if not requires_y:
-        return X, None, _align_sample_weight(sample_weight, X)
+        return X, None, align_sample_weight(sample_weight, X)
     if y is None:
         raise ValueError(
             f"{type(estimator).__name__} requires y to be passed, but the target y "
@@ -97,10 +97,14 @@ def validate_dask_data(
             f"[{X.shape[0]}, {y.shape[0]}]"
         )
     y = y.rechunk((X.chunks[0],))
-    return X, y, _align_sample_weight(sample_weight, X)
+    return X, y, align_sample_weight(sample_weight, X)
 
 
-def _align_sample_weight(sample_weight: Any, X: Any) -> Any:
+def align_sample_weight(sample_weight: Any, X: Any) -> Any:
+    """``sample_weight`` as a Dask array chunked like the rows of Dask ``X``.
+
+    None stays None; a length other than ``X``'s rows is a ValueError.
+    """
     if sample_weight is None:
         return None
     sample_weight = _as_dask_array(sample_weight, X.chunks[0])

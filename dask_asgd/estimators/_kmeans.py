@@ -42,7 +42,12 @@ from ._base import (
     fit_transactionally,
     train_on_cluster,
 )
-from ._dask_input import is_dask_collection, map_rows, validate_dask_data
+from ._dask_input import (
+    align_sample_weight,
+    is_dask_collection,
+    map_rows,
+    validate_dask_data,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -309,7 +314,6 @@ class ASGDKMeans(
         self.n_iter_ = outcome.n_iter
         self.history_ = outcome.history
         self.communication_history_ = outcome.control
-        self._n_features_out = self.n_clusters
         for name in ("labels_", "inertia_"):
             self.__dict__.pop(name, None)
         if self.compute_labels:
@@ -493,14 +497,16 @@ class ASGDKMeans(
         """
         X = self._check_X(X)
         if is_dask_collection(X):
-            if sample_weight is not None:
-                _, _, sample_weight = validate_dask_data(
-                    self, X, None, sample_weight, reset=False, requires_y=False
-                )
+            sample_weight = align_sample_weight(sample_weight, X)
         else:
             sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype)
         _, distances = self._labels_and_distances(X)
         return -_weighted_inertia(distances, sample_weight)
+
+    @property
+    def _n_features_out(self) -> int:
+        # Names of transform's columns (get_feature_names_out): one per center.
+        return self.cluster_centers_.shape[0]
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -83,7 +83,9 @@ _SHARED_PARAMETERS_DOC = (
     batch_size : int, default=1
         Minibatch size ``b``: predictions of ``b`` consecutive samples are
         computed with the same weights, then the ``b`` per-sample updates are
-        applied in order. ``b=1`` is scikit-learn's plain SGD.
+        applied in order. ``b=1`` is scikit-learn's plain SGD. It stays small
+        because delayed gradients lose accuracy beyond a few dozen samples;
+        how often workers exchange states is set apart, by ``send_interval``.
 """
     + COMMUNICATION_PARAMETERS_DOC
 )

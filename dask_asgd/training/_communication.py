@@ -161,8 +161,9 @@ class Communicator:
             and elapsed >= self.report_period / 10
             # Early only on a measurement: before any send has completed,
             # the only latency known is the age of the sends in flight, and
-            # at start-up that is mostly the peers starting (their first
-            # kernel call loads compiled code and holds the GIL), not the
+            # at start-up that is mostly the peers starting (a process's
+            # first kernel call loads the compiled kernel, ~0.2 s, shutting
+            # its other threads out for up to ~0.1 s at a time), not the
             # link. The regular report then judges a full period.
             and self.exchange.endpoint.stats().get("sent", 0) > 0
         )
