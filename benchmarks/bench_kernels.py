@@ -7,7 +7,7 @@ and are scored on the other 20%:
 * ``ours``: what one worker of the estimator does. The training rows are
   permuted once up front (the copy is timed), then every epoch visits blocks
   of 1024 consecutive rows in a random order with a random phase of the block
-  boundaries (``dask_asgd.training._shuffle.epoch_order``), in minibatches of
+  boundaries (``dask_asgd.runtime._shuffle.epoch_order``), in minibatches of
   ``b`` rows, for ``b`` in 1, 8, 64 and 256;
 * ``sklearn``: ``SGDClassifier(loss="hinge", max_iter=epochs, tol=None,
   shuffle=True)``, which shuffles an index array every epoch (it has no
@@ -64,7 +64,7 @@ from dask_asgd.kernels import (  # noqa: E402
 )
 
 try:  # the estimator's own epoch order, when the training package has it
-    from dask_asgd.training._shuffle import epoch_order
+    from dask_asgd.runtime._shuffle import epoch_order
 except ImportError:  # pragma: no cover - fallback for an older checkout
     epoch_order = None
 
@@ -81,7 +81,7 @@ def block_order(
 ) -> np.ndarray:
     """Blocks of ``block_rows`` consecutive rows in a random order, random phase.
 
-    Used only when ``dask_asgd.training._shuffle.epoch_order`` is missing; it
+    Used only when ``dask_asgd.runtime._shuffle.epoch_order`` is missing; it
     follows the same recipe.
     """
     if epoch_order is not None:

@@ -1,4 +1,4 @@
-"""The one reader of ``asgd.yaml``: machinery settings under ``asgd`` in :mod:`dask.config`.
+"""The one reader of ``asgd.yaml``: the machinery settings under ``asgd``.
 
 Hyperparameters are estimator parameters, never config: only knobs of the
 machinery (the embedded cluster, exchange buffers, timeouts, the balancer's

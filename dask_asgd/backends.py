@@ -20,10 +20,12 @@ import logging
 import os
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import distributed
 
 from . import _config
+from ._config import ExchangeConfig
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +54,12 @@ def embedded_client() -> distributed.Client:
     with _embedded_lock:
         if _embedded is not None and _embedded[1].status == "running":
             return _embedded[1]
-        n_workers = _config.get("embedded.n-workers") or os.cpu_count() or 1
-        processes = bool(_config.get("embedded.processes"))
+        settings = _config.load().embedded
+        n_workers = settings.n_workers or os.cpu_count() or 1
+        processes = settings.processes
         cluster = distributed.LocalCluster(
             n_workers=int(n_workers),
-            threads_per_worker=int(_config.get("embedded.threads-per-worker")),
+            threads_per_worker=settings.threads_per_worker,
             processes=processes,
             # Thread workers share this process: each worker's memory monitor
             # would compare the whole process's memory (the user's data
@@ -115,16 +118,72 @@ def connect() -> Iterator[distributed.Client]:
     yield client
 
 
+def install_plugins(
+    client: distributed.Client, exchange_config: ExchangeConfig, exchange: bool
+) -> None:
+    """Install dask-asgd's plugins on the client's cluster, once (idempotent).
+
+    The coordinator goes on the scheduler; with ``exchange``, the state
+    exchange's plugin goes on every worker (with the link simulator of
+    ``exchange_config``, if one is set).
+
+    Parameters
+    ----------
+    client : distributed.Client
+    exchange_config : ExchangeConfig
+        The ``asgd.exchange`` settings read on the driver.
+    exchange : bool
+        Also install the worker plugin of the state exchange.
+    """
+    from distributed.protocol.pickle import dumps
+
+    from .coordination import PLUGIN_NAME, ASGDSchedulerPlugin
+    from .exchange import PLUGIN_NAME as EXCHANGE_PLUGIN_NAME
+    from .exchange import ExchangeWorkerPlugin
+
+    client.sync(
+        client.scheduler.register_scheduler_plugin,
+        plugin=dumps(ASGDSchedulerPlugin()),
+        name=PLUGIN_NAME,
+        idempotent=True,
+    )
+    if exchange:
+        client.sync(
+            client.scheduler.register_worker_plugin,
+            plugin=dumps(
+                ExchangeWorkerPlugin(
+                    bandwidth=exchange_config.simulate_bandwidth,
+                    latency=exchange_config.simulate_latency,
+                )
+            ),
+            name=EXCHANGE_PLUGIN_NAME,
+            idempotent=True,
+        )
+
+
 def remove_plugins(client: distributed.Client) -> None:
     """Uninstall dask-asgd's scheduler and worker plugins from ``client``'s cluster.
 
     Fits install them once per cluster and keep them for later fits; call
-    this on a long-lived cluster to leave no handler behind.
+    this on a long-lived cluster to leave no handler behind. Running fits are
+    aborted.
 
     Parameters
     ----------
     client : distributed.Client
     """
-    from .training import remove_plugins as _remove
+    from .coordination import PLUGIN_NAME
+    from .exchange import PLUGIN_NAME as EXCHANGE_PLUGIN_NAME
 
-    _remove(client)
+    async def remove_scheduler_plugin(dask_scheduler: Any) -> None:
+        plugin = dask_scheduler.plugins.get(PLUGIN_NAME)
+        if plugin is not None:
+            await plugin.close()
+            dask_scheduler.remove_plugin(name=PLUGIN_NAME)
+
+    client.run_on_scheduler(remove_scheduler_plugin)
+    registered = client.run_on_scheduler(
+        lambda dask_scheduler: EXCHANGE_PLUGIN_NAME in dask_scheduler.worker_plugins
+    )
+    if registered:
+        client.unregister_worker_plugin(EXCHANGE_PLUGIN_NAME)

@@ -48,20 +48,26 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class PolicyLimits:
-    """Bounds and constants of the control law (users may set the bounds)."""
+    """Bounds and constants of the control law.
+
+    The bounds users may set come first and have no default here: they are
+    the ``asgd.balancing.*`` settings, whose defaults live in ``asgd.yaml``.
+    The rest are the law's own constants.
+    """
 
     #: Smallest and largest send interval, in samples.
-    min_send_interval: int = 256
-    max_send_interval: int = 1 << 24
-    #: Smallest and largest fraction of the state per message.
-    min_message_size: float = 1.0 / 64
-    max_message_size: float = 1.0
+    min_send_interval: int
+    max_send_interval: int
+    #: Smallest fraction of the state per message.
+    min_message_size: float
     #: Share of a worker's wall time exchanges may take.
-    cpu_budget: float = 0.05
+    cpu_budget: float
+    #: Longest wanted time between two sends, in seconds.
+    max_send_time: float
+    #: Largest fraction of the state per message.
+    max_message_size: float = 1.0
     #: A message's transfer may take this share of the send interval.
     link_share: float = 0.5
-    #: Longest wanted time between two sends, in seconds.
-    max_send_time: float = 0.5
     #: How much fast loss progress may stretch the send interval.
     max_progress_stretch: float = 4.0
     #: Relative loss fall per second above which progress counts as fast.
@@ -124,12 +130,12 @@ class BalancingPolicy:
 
     Parameters
     ----------
-    limits : PolicyLimits, optional
+    limits : PolicyLimits
         Bounds and constants.
     """
 
-    def __init__(self, limits: PolicyLimits | None = None) -> None:
-        self.limits = limits or PolicyLimits()
+    def __init__(self, limits: PolicyLimits) -> None:
+        self.limits = limits
 
     def target_send_time(self, signals: WorkerSignals) -> tuple[float, str]:
         """Seconds between two sends this worker can afford, and why."""

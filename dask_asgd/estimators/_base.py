@@ -6,7 +6,7 @@ and :class:`BaseASGD`, the base of the linear ones. Follows scikit-learn's
 ``BaseSGD``: ``__init__`` only stores its arguments,
 parameters are declared in ``_parameter_constraints`` and checked by
 ``_fit_context``, data is checked by ``validate_data``. The training itself is
-delegated to :mod:`dask_asgd.training`, which runs it on a Dask cluster.
+delegated to :mod:`dask_asgd.runtime`, which runs it on a Dask cluster.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, validate_data
 
 from .. import _config
-from ..backends import connect
 from ..kernels import (
     LOSS_CODES,
     PENALTY_CODES,
@@ -35,15 +34,14 @@ from ..kernels import (
     StepSettings,
     optimal_init,
 )
-from ..training import (
+from ..learners import LinearLearner
+from ..learners import LinearState as ModelState
+from ..runtime import (
     DaskRows,
+    ExchangeOptions,
     FitOutcome,
     InMemoryRows,
-    ModelState,
-    WorkerTask,
-    cluster_workers,
-    run_fit,
-    train_worker,
+    fit_on_cluster,
 )
 
 logger = logging.getLogger(__name__)
@@ -298,26 +296,20 @@ class BaseASGD(SparseCoefMixin, BaseEstimator):
             check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         )
         early_stopping = bool(self.early_stopping and max_iter > 1)
-        task = WorkerTask(
-            fit_id="",
-            seed=0,
+        learner = LinearLearner(
             settings=self._step_settings(rows.sparse),
             state=state,
             t_start=t_start,
-            max_iter=int(max_iter),
             tol=self.tol if max_iter > 1 else None,
             n_iter_no_change=int(self.n_iter_no_change),
             early_stopping=early_stopping,
             adaptive=SCHEDULE_CODES[self.learning_rate] == SCHEDULE_ADAPTIVE,
-            shuffle=bool(self.shuffle),
             score=self._score_kind,
             positive_weight=positive_weight.astype(rows.dtype),
             negative_weight=negative_weight.astype(rows.dtype),
-            synchronise=synchronise,
-            **exchange_settings(self),
         )
         outcome = train_on_cluster(
-            self, rows, task, t_start, rng, self._log_epoch, train_worker
+            self, rows, learner, max_iter, synchronise, rng, self._log_epoch
         )
         self._standard = outcome.state
         self.n_iter_ = outcome.n_iter
@@ -386,68 +378,34 @@ def fit_transactionally(
         raise
 
 
-def exchange_settings(estimator: BaseEstimator) -> dict[str, Any]:
-    """Task fields every estimator sets alike: its exchange parameters and the
-    ``asgd.training`` / ``asgd.balancing`` configuration."""
-    return {
-        "epoch_timeout": parse_seconds(_config.get("training.epoch-timeout")),
-        "chunk_samples": int(_config.get("training.chunk-samples")),
-        "communication": estimator.communication,
-        "send_interval": int(estimator.send_interval),
-        "message_size": float(estimator.message_size),
-        "parzen_window": bool(estimator.parzen_window),
-        "report_period": parse_seconds(_config.get("balancing.report-period")),
-    }
-
-
 def train_on_cluster(
     estimator: BaseEstimator,
     rows: InMemoryRows | DaskRows,
-    task: Any,
-    t_start: float,
+    learner: Any,
+    max_iter: int,
+    synchronise: bool,
     rng: np.random.Generator,
     log_epoch: Callable[[dict[str, Any]], None],
-    train: Callable[..., Any],
 ) -> FitOutcome:
-    """Place ``rows`` on the cluster's workers and run ``task`` there.
+    """Train ``learner`` on ``rows`` with the estimator's cluster parameters.
 
-    Uses the current client or the embedded cluster (:func:`connect`), the
-    estimator's ``n_workers`` and ``shuffle``, and logs every epoch with
-    ``log_epoch`` when the estimator is ``verbose``.
+    Uses the estimator's ``n_workers``, ``shuffle`` and exchange parameters,
+    and logs every epoch with ``log_epoch`` when the estimator is ``verbose``.
     """
-    with connect() as client:
-        workers = cluster_workers(client, estimator.n_workers)
-        placement = rows.place(
-            client,
-            workers,
-            rng,
-            shuffle=bool(estimator.shuffle),
-            min_rows_per_worker=int(_config.get("training.min-rows-per-worker")),
-        )
-        return run_fit(
-            client,
-            placement,
-            task,
-            t_start,
-            rng,
-            balancing_limits(),
-            progress=log_epoch if estimator.verbose else None,
-            train=train,
-        )
-
-
-def balancing_limits() -> dict[str, Any]:
-    """The balancer's bounds and budgets from the ``asgd.balancing`` config."""
-    return {
-        "min_send_interval": int(_config.get("balancing.min-send-interval")),
-        "max_send_interval": int(_config.get("balancing.max-send-interval")),
-        "min_message_size": float(_config.get("balancing.min-message-size")),
-        "cpu_budget": float(_config.get("balancing.cpu-budget")),
-        "max_send_time": float(parse_seconds(_config.get("balancing.max-send-time"))),
-    }
-
-
-def parse_seconds(value: Any) -> float:
-    from dask.utils import parse_timedelta
-
-    return float(parse_timedelta(value, default="seconds"))
+    return fit_on_cluster(
+        rows,
+        learner,
+        max_iter=max_iter,
+        shuffle=bool(estimator.shuffle),
+        synchronise=synchronise,
+        exchange=ExchangeOptions(
+            communication=estimator.communication,
+            send_interval=int(estimator.send_interval),
+            message_size=float(estimator.message_size),
+            parzen_window=bool(estimator.parzen_window),
+        ),
+        n_workers=estimator.n_workers,
+        min_rows_per_worker=int(_config.get("training.min-rows-per-worker")),
+        rng=rng,
+        progress=log_epoch if estimator.verbose else None,
+    )

@@ -26,19 +26,13 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from ..training import (
-    DaskRows,
-    InMemoryRows,
-    KMeansState,
-    KMeansTask,
-    train_kmeans_worker,
-)
+from ..learners import KMeansLearner, KMeansState
+from ..runtime import DaskRows, InMemoryRows
 from ._base import (
     COMMUNICATION_CONSTRAINTS,
     COMMUNICATION_PARAMETERS_DOC,
     X_CHECKS,
     check_send_interval,
-    exchange_settings,
     fit_transactionally,
     train_on_cluster,
 )
@@ -293,21 +287,15 @@ class ASGDKMeans(
             rows = DaskRows(X, None, sample_weight, None, None)
         else:
             rows = InMemoryRows(X, None, sample_weight, None)
-        task = KMeansTask(
-            fit_id="",
-            seed=0,
+        learner = KMeansLearner(
             state=state,
-            max_iter=int(max_iter),
+            batch_size=int(self.batch_size),
             tol=self.tol if max_iter > 1 else None,
             n_iter_no_change=int(self.n_iter_no_change),
-            batch_size=int(self.batch_size),
-            shuffle=bool(self.shuffle),
-            synchronise=max_iter > 1,
-            **exchange_settings(self),
         )
         rng = np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
         outcome = train_on_cluster(
-            self, rows, task, 1.0, rng, self._log_epoch, train_kmeans_worker
+            self, rows, learner, int(max_iter), max_iter > 1, rng, self._log_epoch
         )
         self.cluster_centers_ = outcome.state.centers
         self.counts_ = outcome.state.counts

@@ -18,7 +18,7 @@ from sklearn.utils.multiclass import (
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..kernels import LOSS_CODES
-from ..training import DaskRows, InMemoryRows
+from ..runtime import DaskRows, InMemoryRows
 from ._base import COMMUNICATION_PARAMETERS_DOC, BaseASGD
 from ._dask_input import (
     BinaryTargets,

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
+from dask_asgd import _config
 from dask_asgd.balancing import BalancingPolicy, PolicyLimits, Settings, WorkerSignals
+from dask_asgd.runtime import policy_limits
+
+
+def limits(**overrides) -> PolicyLimits:
+    """The limits of the packaged ``asgd.balancing`` settings, some overridden."""
+    return dataclasses.replace(policy_limits(_config.load().balancing), **overrides)
+
 
 RATE = 4_000_000.0  # samples per second of a busy worker
 STATE = 8 * 1024 * 1024  # an 8 MB state
@@ -42,7 +52,7 @@ def link(bandwidth, fixed_latency=0.0005):
 
 
 def test_slow_link_sends_less_often_than_fast_link():
-    policy = BalancingPolicy()
+    policy = BalancingPolicy(limits())
     start = Settings(4096, 1.0)
     fast = run(policy, start, link(1.5e9))[-1]
     slow = run(policy, start, link(1.25e6))[-1]
@@ -55,7 +65,7 @@ def test_slow_link_sends_less_often_than_fast_link():
 
 
 def test_settles_and_holds_still_on_a_steady_link():
-    policy = BalancingPolicy()
+    policy = BalancingPolicy(limits())
     history = run(policy, Settings(4096, 1.0), link(1.25e8), reports=30)
     settled = history[10:]
     assert all(s == settled[0] for s in settled), settled
@@ -63,7 +73,7 @@ def test_settles_and_holds_still_on_a_steady_link():
 
 @pytest.mark.parametrize("bandwidth", [1.25e6, 1.25e7, 1.25e8, 1.5e9])
 def test_settles_within_a_few_reports_after_a_change(bandwidth):
-    policy = BalancingPolicy()
+    policy = BalancingPolicy(limits())
     before = run(policy, Settings(4096, 1.0), link(1.5e9))[-1]
     history = run(policy, before, link(bandwidth), reports=12)
     changes_after = [i for i in range(1, len(history)) if history[i] != history[i - 1]]
@@ -71,7 +81,7 @@ def test_settles_within_a_few_reports_after_a_change(bandwidth):
 
 
 def test_a_far_longer_target_is_taken_at_once_a_shorter_one_smoothly():
-    policy = BalancingPolicy()
+    policy = BalancingPolicy(limits())
     # An exchange costs 5 ms of training: at 5 % CPU the worker can afford
     # one every 0.1 s = 400,000 samples, 100x the starting interval.
     costly = signals(exchange_seconds=0.005)
@@ -88,10 +98,9 @@ def test_a_far_longer_target_is_taken_at_once_a_shorter_one_smoothly():
 
 
 def test_bounds_are_respected():
-    limits = PolicyLimits(
-        min_send_interval=1000, max_send_interval=50_000, min_message_size=0.25
+    policy = BalancingPolicy(
+        limits(min_send_interval=1000, max_send_interval=50_000, min_message_size=0.25)
     )
-    policy = BalancingPolicy(limits)
     for bandwidth in (1e3, 1e12):
         for settings in run(policy, Settings(4096, 1.0), link(bandwidth)):
             assert 1000 <= settings.send_interval <= 50_000
@@ -99,7 +108,7 @@ def test_bounds_are_respected():
 
 
 def test_drops_stretch_the_interval():
-    policy = BalancingPolicy()
+    policy = BalancingPolicy(limits())
     calm, _ = policy.target_send_time(signals())
     congested, reason = policy.target_send_time(signals(dropped=50))
     assert congested > calm
@@ -107,7 +116,7 @@ def test_drops_stretch_the_interval():
 
 
 def test_cpu_cost_bounds_the_interval_on_a_fast_link():
-    policy = BalancingPolicy(PolicyLimits(cpu_budget=0.1))
+    policy = BalancingPolicy(limits(cpu_budget=0.1))
     seconds, reason = policy.target_send_time(
         signals(exchange_seconds=0.001, send_latency=0.0001)
     )
@@ -116,7 +125,7 @@ def test_cpu_cost_bounds_the_interval_on_a_fast_link():
 
 
 def test_fast_progress_stretches_and_flat_loss_does_not():
-    policy = BalancingPolicy()
+    policy = BalancingPolicy(limits())
     flat, _ = policy.target_send_time(signals(progress=0.0))
     falling, reason = policy.target_send_time(signals(progress=5.0))
     assert falling == pytest.approx(flat * policy.limits.max_progress_stretch)
@@ -124,7 +133,7 @@ def test_fast_progress_stretches_and_flat_loss_does_not():
 
 
 def test_small_states_are_never_split():
-    policy = BalancingPolicy()
+    policy = BalancingPolicy(limits())
     small = run(
         policy,
         Settings(4096, 1.0),
@@ -135,6 +144,6 @@ def test_small_states_are_never_split():
 
 
 def test_idle_worker_keeps_its_settings():
-    policy = BalancingPolicy()
+    policy = BalancingPolicy(limits())
     current = Settings(4096, 1.0)
     assert policy.decide(current, signals(samples_per_second=0.0)) is current

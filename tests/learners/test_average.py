@@ -1,24 +1,18 @@
-"""The driver's weighted average of the workers' final states."""
+"""The learners' weighted average of the workers' final states."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from dask_asgd.training._driver import _average
-from dask_asgd.training._model_state import KMeansState, ModelState
-from dask_asgd.training._worker_loop import WorkerResult
+from dask_asgd.learners import KMeansState
+from dask_asgd.learners import LinearState as ModelState
 
 
-def result(state: ModelState, n_samples: int) -> WorkerResult:
-    return WorkerResult(
-        state=state,
-        n_samples_trained=n_samples,
-        n_iter=1,
-        t_end=float(n_samples),
-        history=[],
-        failure=None,
-        control=[],
-    )
+def average(states_and_samples, start):
+    """Average as the driver does: shares are the samples each worker trained."""
+    states = [state for state, _ in states_and_samples]
+    shares = np.array([n for _, n in states_and_samples], dtype=np.float64)
+    return type(start).average(states, shares / shares.sum(), start)
 
 
 def test_average_weights_states_by_samples_trained():
@@ -29,8 +23,8 @@ def test_average_weights_states_by_samples_trained():
     first.weights[:] = 1.0
     second.weights[:] = 4.0
     first.average_weights[:] = 2.0
-    averaged = _average(
-        [result(first, 300), result(second, 100)], ModelState.zeros(2, 3, np.float64)
+    averaged = average(
+        [(first, 300), (second, 100)], ModelState.zeros(2, 3, np.float64)
     )
     np.testing.assert_allclose(averaged.weights, 1.75)
     np.testing.assert_allclose(averaged.average_weights, 1.5)
@@ -47,7 +41,7 @@ def test_workers_without_averaging_send_no_average_arrays():
     # Nothing of the full averages travels or stays referenced.
     assert all(s.average_weights.base is None for s in stripped)
     assert not stripped[0].has_averages()
-    averaged = _average([result(s, 10) for s in stripped], start)
+    averaged = average([(s, 10) for s in stripped], start)
     np.testing.assert_allclose(averaged.weights, 4.0)
     np.testing.assert_array_equal(averaged.average_weights, start.average_weights)
     assert averaged.average_weights is not start.average_weights
@@ -61,7 +55,7 @@ def test_kmeans_average_adds_up_what_each_worker_counted():
     second.centers[:] = 4.0
     first.counts += [5.0, 0.0]
     second.counts += [1.0, 7.0]
-    averaged = _average([result(first, 300), result(second, 100)], start)
+    averaged = average([(first, 300), (second, 100)], start)
     np.testing.assert_allclose(averaged.centers, 1.75)
     np.testing.assert_allclose(averaged.counts, [16.0, 27.0])
     assert averaged.exchanged_shape == (2, 3)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from distributed import Client, LocalCluster, get_worker
 
-from dask_asgd.training._loop_cpu import event_loop_cpu_clock
+from dask_asgd.runtime._loop_cpu import event_loop_cpu_clock
 
 
 def _share_and_growth() -> tuple[float, float, float]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dask_asgd.training._stopping import Decision, StoppingRule
+from dask_asgd.learners import Decision, StoppingRule
 
 
 def decisions(rule, losses, n_train=100.0):

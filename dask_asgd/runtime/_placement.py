@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from distributed import Client, Future
 
-from ._worker_loop import Partition
+from ..learners import Partition
 
 logger = logging.getLogger(__name__)
 

@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from distributed.core import Status
 from distributed.protocol.pickle import dumps
 from distributed.utils_test import async_poll_for, gen_cluster
 
-from dask_asgd.balancing import ASGDSchedulerPlugin
+from dask_asgd import _config
+from dask_asgd.balancing import Settings, WorkerSignals
+from dask_asgd.coordination import ASGDSchedulerPlugin
+from dask_asgd.runtime import policy_limits
 
-SIGNALS = dict(
-    samples_per_second=4e6,
-    exchange_seconds=0.0005,
-    send_latency=0.2,  # a slow link for an 8 MB state
-    published=20,
-    received=20,
-    state_bytes=8 * 1024 * 1024,
+#: The balancer's bounds as the driver sends them, from the packaged config.
+LIMITS = dataclasses.asdict(policy_limits(_config.load().balancing))
+
+SIGNALS = dataclasses.asdict(
+    WorkerSignals(
+        samples_per_second=4e6,
+        exchange_seconds=0.0005,
+        send_latency=0.2,  # a slow link for an 8 MB state
+        published=20,
+        received=20,
+        state_bytes=8 * 1024 * 1024,
+    )
 )
+CURRENT = dataclasses.asdict(Settings(send_interval=4096, message_size=1.0))
 
 
 async def install(c):
@@ -35,7 +45,7 @@ async def test_membership_stats_in_settings_out(c, s, a, b):
     await c.scheduler.asgd_fit_start(
         fit_id="fit-1",
         members=[a.address, b.address],
-        limits={"min_send_interval": 512},
+        limits={**LIMITS, "min_send_interval": 512},
     )
     assert plugin.fits["fit-1"].members == {a.address, b.address}
 
@@ -43,12 +53,13 @@ async def test_membership_stats_in_settings_out(c, s, a, b):
         fit_id="fit-1",
         member=a.address,
         signals=SIGNALS,
-        settings={"send_interval": 4096, "message_size": 1.0},
+        settings=CURRENT,
     )
     assert answer["status"] == "ok"
+    decided = Settings(**answer["settings"])
     # 0.2 s per message: the law sends smaller messages less often.
-    assert answer["message_size"] < 1.0 or answer["send_interval"] > 4096
-    assert answer["send_interval"] >= 512
+    assert decided.message_size < 1.0 or decided.send_interval > 4096
+    assert decided.send_interval >= 512
     events = [event for _, event in s.get_events("asgd")]
     assert any(
         e.get("action") == "settings" and e["worker"] == a.address for e in events
@@ -70,7 +81,7 @@ async def test_membership_stats_in_settings_out(c, s, a, b):
         fit_id="fit-1",
         member="tcp://nowhere:1",
         signals=SIGNALS,
-        settings={"send_interval": 4096, "message_size": 1.0},
+        settings=CURRENT,
     )
     assert foreign["status"] == "aborted"
 
@@ -81,7 +92,9 @@ async def test_membership_stats_in_settings_out(c, s, a, b):
 @gen_cluster(client=True, nthreads=[("", 1), ("", 1)])
 async def test_worker_leaving_aborts_the_fit(c, s, a, b):
     await install(c)
-    await c.scheduler.asgd_fit_start(fit_id="fit-2", members=[a.address, b.address])
+    await c.scheduler.asgd_fit_start(
+        fit_id="fit-2", members=[a.address, b.address], limits=LIMITS
+    )
     waiting = asyncio.ensure_future(
         a.scheduler.asgd_epoch_report(
             fit_id="fit-2", member=a.address, epoch=0, values={"loss": 1.0}, timeout=30
@@ -99,7 +112,7 @@ async def test_worker_leaving_aborts_the_fit(c, s, a, b):
 @gen_cluster(client=True, nthreads=[("", 1)])
 async def test_epoch_timeout_aborts(c, s, a):
     await install(c)
-    await c.scheduler.asgd_fit_start(fit_id="fit-3", members=[a.address])
+    await c.scheduler.asgd_fit_start(fit_id="fit-3", members=[a.address], limits=LIMITS)
     s.plugins["asgd"].fits["fit-3"].members.add("tcp://missing:1")
     answer = await a.scheduler.asgd_epoch_report(
         fit_id="fit-3", member=a.address, epoch=0, values={"loss": 1.0}, timeout=0.2
@@ -114,7 +127,9 @@ async def test_epoch_timeout_aborts(c, s, a):
 )
 async def test_epoch_timeout_names_workers_paused_by_memory(c, s, a, b):
     await install(c)
-    await c.scheduler.asgd_fit_start(fit_id="fit-4", members=[a.address, b.address])
+    await c.scheduler.asgd_fit_start(
+        fit_id="fit-4", members=[a.address, b.address], limits=LIMITS
+    )
     # What the memory monitor does when a worker's memory passes its pause
     # threshold; the scheduler hears of it and marks the worker paused.
     b.status = Status.paused

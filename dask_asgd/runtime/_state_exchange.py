@@ -16,10 +16,7 @@ import numpy as np
 
 from ..exchange import Endpoint
 from ..kernels import parzen_merge
-from ._model_state import KMeansState, ModelState
-
-#: A state the exchange can carry.
-State = ModelState | KMeansState
+from ..learners import ExchangedState
 
 
 class StateExchange:
@@ -57,7 +54,6 @@ class StateExchange:
         self._next_block = 0
         self.accepted = 0
         self.rejected = 0
-        self.merges = 0
 
     def set_message_size(self, message_size: float) -> None:
         """Change the fraction of the state each message carries."""
@@ -67,12 +63,12 @@ class StateExchange:
         self.block_width = width
         self._next_block = 0
 
-    def merge(self, state: State, previous: np.ndarray | None) -> None:
+    def merge(self, state: ExchangedState, previous: np.ndarray | None) -> None:
         """Merge the messages that arrived into ``state``.
 
         Parameters
         ----------
-        state : ModelState or KMeansState
+        state : ExchangedState
             The proposal ``w'`` after the local step; updated in place.
         previous : ndarray or None
             Exchanged matrix before the local step (``w``); needed with the
@@ -112,10 +108,9 @@ class StateExchange:
                     proposal[:, start:stop] + received.sum(axis=0)
                 ) / (received.shape[0] + 1)
                 self.accepted += received.shape[0] * received.shape[1]
-        self.merges += 1
         state.set_exchanged(proposal)
 
-    def publish(self, state: State) -> np.ndarray:
+    def publish(self, state: ExchangedState) -> np.ndarray:
         """Send the next block of ``state`` to a random peer, without waiting.
 
         Returns

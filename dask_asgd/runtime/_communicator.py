@@ -3,9 +3,9 @@
 :class:`Communicator` sits between the kernel calls of the worker loop. It
 counts samples, runs an exchange (merge what arrived, send the next block)
 every ``send_interval`` samples, and with ``communication="adaptive"`` sends
-the worker's measured signals to the scheduler's balancer at a steady period
-and applies the settings it answers. Nothing here waits on the network: the
-report is sent from the event loop and its answer is picked up at a later
+the worker's measured signals to the balancer at a steady period and applies
+the settings it answers. Nothing here waits on the network: the report goes
+out through the control plane, and its answer is picked up at a later
 exchange.
 """
 
@@ -15,16 +15,12 @@ import asyncio
 import concurrent.futures
 import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
-import numpy as np
-
-from ..balancing import request_settings
-from ..exchange import join_topic
-from ._loop_cpu import event_loop_cpu_clock
-from ._state_exchange import State, StateExchange
+from ..balancing import Settings, WorkerSignals
+from ..learners import ExchangedState
+from ._state_exchange import StateExchange
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +31,27 @@ logger = logging.getLogger(__name__)
 #: short fit.
 FIRST_REPORT_EXCHANGES = 4
 
+#: Endpoint counters a report compares from one period to the next.
+_COUNTERS = (
+    "published",
+    "sent",
+    "dropped",
+    "failed",
+    "received",
+    "lost",
+    "send_latency_total",
+    "in_flight",
+)
+
+
+class SettingsSource(Protocol):
+    """Where a worker asks for new exchange settings (the balancer)."""
+
+    def request_settings(
+        self, signals: WorkerSignals, current: Settings
+    ) -> concurrent.futures.Future:
+        """Send the signals; the future resolves to new Settings or None."""
+
 
 class Communicator:
     """Drive one worker's exchanges and, if adaptive, its balancing reports.
@@ -43,39 +60,39 @@ class Communicator:
     ----------
     exchange : StateExchange
         The worker's exchange of states.
-    fit_id : str
-        The fit, for the balancer.
     send_interval : int
         Samples between two exchanges at the start.
-    adaptive : bool
-        Ask the balancer for new settings every ``report_period`` seconds.
+    balancer : SettingsSource or None
+        Where to ask for new settings every ``report_period`` seconds; None
+        keeps the settings fixed.
     report_period : float
         Seconds between two balancing reports.
     loop_cpu : callable, optional
         Returns this worker's share of its event loop's CPU seconds so far;
         the loop's CPU over a report period is counted into the cost of the
         period's exchanges (it serialises what is sent and received).
+    clock : callable, default=time.perf_counter
+        Seconds, for periods and costs.
     """
 
     def __init__(
         self,
         exchange: StateExchange,
-        fit_id: str,
         send_interval: int,
-        adaptive: bool,
+        balancer: SettingsSource | None,
         report_period: float,
         loop_cpu: Callable[[], float] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.exchange = exchange
-        self.fit_id = fit_id
         self.send_interval = int(send_interval)
-        self.adaptive = adaptive
+        self.balancer = balancer
         self.report_period = report_period
-        self.started = time.perf_counter()
-        self._previous: np.ndarray | None = None
+        self._clock = clock
+        self.started = clock()
+        self._previous: Any = None
         self._since_send = 0
         self._pending: concurrent.futures.Future | None = None
-        self._pending_sent_at = 0.0
         self._period_start = self.started
         self._period_samples = 0
         self._period_loss = 0.0
@@ -87,22 +104,22 @@ class Communicator:
         self._exchange_cost = 0.0
         self._last_loss_rate: float | None = None
         self._latency = 0.0
-        self._signals: dict[str, Any] = {}
+        self._signals: WorkerSignals | None = None
         self._last_counters = self._counters()
         self._reports = 0
         #: One row per settings change (and the start), for the history.
-        self.control: list[dict[str, Any]] = [self._control_row("initial", {})]
+        self.control: list[dict[str, Any]] = [self._control_row("initial")]
 
     def samples_until_send(self) -> int:
         """Samples to train before the next exchange is due."""
         return max(1, self.send_interval - self._since_send)
 
-    def start(self, state: State) -> None:
+    def start(self, state: ExchangedState) -> None:
         """Remember the state training starts from (the Parzen ``w``)."""
         if self.exchange.parzen_window:
             self._previous = state.exchanged()
 
-    def after_samples(self, n_samples: int, loss: float, state: State) -> None:
+    def after_samples(self, n_samples: int, loss: float, state: ExchangedState) -> None:
         """Account for ``n_samples`` just trained; exchange or report if due.
 
         Parameters
@@ -111,76 +128,85 @@ class Communicator:
             Samples the kernel just trained on.
         loss : float
             Sum of their losses (before each update).
-        state : ModelState or KMeansState
+        state : ExchangedState
             The worker's model, merged into in place.
         """
         self._since_send += n_samples
         self._period_samples += n_samples
         self._period_loss += loss
         if self._since_send >= self.send_interval:
-            began = time.perf_counter()
+            began = self._clock()
             self.exchange.merge(state, self._previous)
             # The exchanged matrix just sent is also the next Parzen ``w``: one
             # copy of the state per exchange instead of two.
             sent_from = self.exchange.publish(state)
             if self.exchange.parzen_window:
                 self._previous = sent_from
-            self._period_exchange_seconds += time.perf_counter() - began
+            self._period_exchange_seconds += self._clock() - began
             self._period_exchanges += 1
             self._since_send = 0
-        if self.adaptive:
+        if self.balancer is not None:
             self._balance(state)
 
     # ------------------------------------------------------------- balancing
 
     def _counters(self) -> dict[str, float]:
         stats = self.exchange.endpoint.stats()
-        return {
-            key: float(stats.get(key, 0))
-            for key in (
-                "published",
-                "sent",
-                "dropped",
-                "failed",
-                "received",
-                "lost",
-                "send_latency_total",
-                "in_flight",
-            )
-        }
+        return {key: float(stats.get(key, 0)) for key in _COUNTERS}
 
-    def _balance(self, state: State) -> None:
-        if self._pending is not None and self._pending.done():
-            self._apply(self._pending)
-            self._pending = None
-        now = time.perf_counter()
-        elapsed = now - self._period_start
-        first_due = (
+    def _report_due(self, elapsed: float) -> bool:
+        if self._pending is not None:
+            return False
+        if elapsed >= self.report_period:
+            return True
+        # Early only on a measurement: before any send has completed, the
+        # only latency known is the age of the sends in flight, and at
+        # start-up that is mostly the peers starting (a process's first
+        # kernel call loads the compiled kernel, ~0.2 s, shutting its other
+        # threads out for up to ~0.1 s at a time), not the link. The regular
+        # report then judges a full period.
+        return (
             self._reports == 0
             and self._period_exchanges >= FIRST_REPORT_EXCHANGES
             and elapsed >= self.report_period / 10
-            # Early only on a measurement: before any send has completed,
-            # the only latency known is the age of the sends in flight, and
-            # at start-up that is mostly the peers starting (a process's
-            # first kernel call loads the compiled kernel, ~0.2 s, shutting
-            # its other threads out for up to ~0.1 s at a time), not the
-            # link. The regular report then judges a full period.
             and self.exchange.endpoint.stats().get("sent", 0) > 0
         )
-        if self._pending is not None or (
-            elapsed < self.report_period and not first_due
-        ):
+
+    def _balance(self, state: ExchangedState) -> None:
+        if self._pending is not None and self._pending.done():
+            self._apply(self._pending)
+            self._pending = None
+        now = self._clock()
+        elapsed = now - self._period_start
+        if not self._report_due(elapsed):
             return
         self._reports += 1
+        self._signals = self._measure(state, elapsed)
+        self._period_start = now
+        self._period_samples = 0
+        self._period_loss = 0.0
+        self._period_exchange_seconds = 0.0
+        self._period_exchanges = 0
+        assert self.balancer is not None
+        try:
+            self._pending = self.balancer.request_settings(
+                self._signals,
+                Settings(self.send_interval, self.exchange.message_size),
+            )
+        except RuntimeError:  # pragma: no cover - the worker is shutting down
+            logger.debug("Could not reach the balancer", exc_info=True)
+
+    def _measure(self, state: ExchangedState, elapsed: float) -> WorkerSignals:
+        """This period's signals; moves the counters' baselines forward."""
         counters = self._counters()
         delta = {k: counters[k] - self._last_counters.get(k, 0.0) for k in counters}
+        self._last_counters = counters
         if delta["sent"] > 0:
             self._latency = delta["send_latency_total"] / delta["sent"]
         elif counters["in_flight"] > 0:
             # Nothing arrived this period although messages are on the way:
             # they have taken at least the whole period so far.
             self._latency = max(self._latency, elapsed)
-        self._last_counters = counters
         loss_rate = self._period_loss / max(self._period_samples, 1)
         progress = 0.0
         if self._last_loss_rate is not None and self._last_loss_rate > 0:
@@ -198,107 +224,44 @@ class Communicator:
             self._exchange_cost = (
                 self._period_exchange_seconds + loop_seconds
             ) / self._period_exchanges
-        signals = {
-            "samples_per_second": self._period_samples / elapsed,
-            "exchange_seconds": self._exchange_cost,
-            "loop_seconds": loop_seconds,
-            "send_latency": self._latency,
-            "published": int(delta["published"]),
-            "dropped": int(delta["dropped"]),
-            "failed": int(delta["failed"]),
-            "received": int(delta["received"]),
-            "lost": int(delta["lost"]),
-            "progress": progress,
-            "state_bytes": state.exchanged_nbytes,
-        }
-        self._signals = signals
-        self._period_start = now
-        self._period_samples = 0
-        self._period_loss = 0.0
-        self._period_exchange_seconds = 0.0
-        self._period_exchanges = 0
-        try:
-            self._pending = request_settings(
-                self.fit_id,
-                signals,
-                {
-                    "send_interval": self.send_interval,
-                    "message_size": self.exchange.message_size,
-                },
-            )
-        except RuntimeError:  # pragma: no cover - the worker is shutting down
-            logger.debug("Could not reach the balancer", exc_info=True)
+        return WorkerSignals(
+            samples_per_second=self._period_samples / elapsed,
+            exchange_seconds=self._exchange_cost,
+            send_latency=self._latency,
+            published=int(delta["published"]),
+            dropped=int(delta["dropped"]),
+            failed=int(delta["failed"]),
+            received=int(delta["received"]),
+            lost=int(delta["lost"]),
+            progress=progress,
+            state_bytes=state.exchanged_nbytes,
+            loop_seconds=loop_seconds,
+        )
 
     def _apply(self, future: concurrent.futures.Future) -> None:
         try:
-            answer = future.result()
+            decided = future.result()
         except (OSError, asyncio.TimeoutError, RuntimeError):
             logger.debug("Balancing report failed", exc_info=True)
             return
-        if not answer or answer.get("status") != "ok":
+        if decided is None:  # the fit is no longer running
             return
-        interval = int(answer["send_interval"])
-        message_size = float(answer["message_size"])
         if (
-            interval == self.send_interval
-            and message_size == self.exchange.message_size
+            decided.send_interval == self.send_interval
+            and decided.message_size == self.exchange.message_size
         ):
             return
-        self.send_interval = interval
-        if message_size != self.exchange.message_size:
-            self.exchange.set_message_size(message_size)
-        self.control.append(self._control_row(answer.get("reason", ""), self._signals))
+        self.send_interval = int(decided.send_interval)
+        if decided.message_size != self.exchange.message_size:
+            self.exchange.set_message_size(decided.message_size)
+        self.control.append(self._control_row(decided.reason))
 
-    def _control_row(self, reason: str, signals: dict[str, Any]) -> dict[str, Any]:
+    def _control_row(self, reason: str) -> dict[str, Any]:
+        signals = vars(self._signals) if self._signals is not None else {}
         return {
-            "time": time.perf_counter() - self.started,
+            "time": self._clock() - self.started,
             "send_interval": self.send_interval,
             "message_size": self.exchange.message_size,
             "reason": reason,
             **{f"signal_{k}": v for k, v in signals.items()},
         }
-
-
-@contextmanager
-def open_communicator(task: Any) -> Iterator[Communicator | None]:
-    """Join the fit's topic for the duration of training, with a communicator.
-
-    Runs on the worker, inside the training task; leaving the block closes
-    the subscription (the topic's mailbox and handler go with it).
-
-    Parameters
-    ----------
-    task : WorkerTask or KMeansTask
-        Its ``communication``, ``peers``, ``fit_id``, ``seed``, ``state``,
-        ``send_interval``, ``message_size``, ``parzen_window`` and
-        ``report_period`` are used.
-
-    Yields
-    ------
-    Communicator or None
-        None when the worker does not communicate (``"off"``, or alone).
-    """
-    from distributed import get_worker
-
-    if task.communication == "off" or len(task.peers) <= 1:
-        yield None
-        return
-    endpoint = join_topic(task.fit_id, task.fit_id, task.peers, seed=task.seed)
-    try:
-        exchange = StateExchange(
-            endpoint,
-            task.state.exchanged_shape[1],
-            task.message_size,
-            task.parzen_window,
-            type(task.state).parzen_per_row,
-        )
-        yield Communicator(
-            exchange,
-            task.fit_id,
-            task.send_interval,
-            adaptive=task.communication == "adaptive",
-            report_period=task.report_period,
-            loop_cpu=event_loop_cpu_clock(get_worker()),
-        )
-    finally:
-        endpoint.close()

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from dask_asgd.exchange import Message
-from dask_asgd.training._model_state import KMeansState, ModelState
-from dask_asgd.training._state_exchange import StateExchange
+from dask_asgd.learners import KMeansState
+from dask_asgd.learners import LinearState as ModelState
+from dask_asgd.runtime._state_exchange import StateExchange
 
 
 class FakeEndpoint:

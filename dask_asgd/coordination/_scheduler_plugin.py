@@ -1,4 +1,4 @@
-"""The scheduler half of dask-asgd: fit membership and the epoch barrier.
+"""The coordinator: fit membership, epoch barrier, progress, abort, balancing.
 
 One :class:`ASGDSchedulerPlugin` serves every fit on a cluster. A driver
 registers a fit with its member workers; at the end of each epoch every member
@@ -14,6 +14,7 @@ can follow them with ``client.subscribe_topic("asgd", handler)``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from distributed.core import Status
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-from ._policy import BalancingPolicy, PolicyLimits, Settings, WorkerSignals
+from ..balancing import BalancingPolicy, PolicyLimits, Settings, WorkerSignals
 
 if TYPE_CHECKING:
     # Only for annotations: importing Scheduler at run time is not needed.
@@ -44,6 +45,8 @@ class FitState:
     fit_id: str
     #: Addresses of the workers that train in this fit.
     members: set[str]
+    #: The control law of this fit, with the limits its driver sent.
+    policy: BalancingPolicy
     #: epoch -> member -> reported values.
     reports: dict[int, dict[str, dict[str, float]]] = field(
         default_factory=lambda: defaultdict(dict)
@@ -54,13 +57,8 @@ class FitState:
     )
     #: Set when the fit is given up; read by every waiting member.
     aborted: str | None = None
-    #: The control law of this fit (with the limits its user set).
-    policy: BalancingPolicy = field(default_factory=BalancingPolicy)
     #: Sums over members of every completed epoch, in order.
     completed: list[dict[str, Any]] = field(default_factory=list)
-    #: Last signals and settings per member, for observability.
-    last_signals: dict[str, dict[str, float]] = field(default_factory=dict)
-    settings: dict[str, Settings] = field(default_factory=dict)
 
     def __str__(self) -> str:
         return f"ASGDFit<{self.fit_id}, {len(self.members)} workers>"
@@ -75,9 +73,14 @@ class ASGDSchedulerPlugin(SchedulerPlugin):
 
     Handlers (callable through ``scheduler.<name>`` rpc by workers and clients):
 
-    * ``asgd_fit_start(fit_id, members)``
+    * ``asgd_fit_start(fit_id, members, limits)``
     * ``asgd_epoch_report(fit_id, member, epoch, values, timeout)``
+    * ``asgd_balance(fit_id, member, signals, settings)``
+    * ``asgd_progress(fit_id, since)``
     * ``asgd_fit_end(fit_id)``
+
+    The callers are :class:`~dask_asgd.coordination.WorkerControlPlane` and
+    :class:`~dask_asgd.coordination.FitRegistry`.
     """
 
     name = PLUGIN_NAME
@@ -116,9 +119,12 @@ class ASGDSchedulerPlugin(SchedulerPlugin):
     # Handlers -------------------------------------------------------------
 
     def fit_start(
-        self, fit_id: str, members: list[str], limits: dict[str, Any] | None = None
+        self, fit_id: str, members: list[str], limits: dict[str, Any]
     ) -> None:
-        """Handler: register a fit, its member workers and balancing limits."""
+        """Handler: register a fit, its member workers and balancing limits.
+
+        ``limits`` are the fields of a :class:`~dask_asgd.balancing.PolicyLimits`.
+        """
         if fit_id in self.fits:
             raise ValueError(f"fit {fit_id!r} is already registered")
         missing = [
@@ -129,7 +135,7 @@ class ASGDSchedulerPlugin(SchedulerPlugin):
         self.fits[fit_id] = FitState(
             fit_id=fit_id,
             members=set(members),
-            policy=BalancingPolicy(PolicyLimits(**(limits or {}))),
+            policy=BalancingPolicy(PolicyLimits(**limits)),
         )
         self._log(action="fit-start", fit_id=fit_id, members=list(members))
 
@@ -225,26 +231,26 @@ class ASGDSchedulerPlugin(SchedulerPlugin):
         self,
         fit_id: str,
         member: str,
-        signals: dict[str, float],
-        settings: dict[str, float],
+        signals: dict[str, Any],
+        settings: dict[str, Any],
     ) -> dict[str, Any]:
         """Handler: new send interval and message size for one worker.
+
+        ``signals`` and ``settings`` are the fields of a
+        :class:`~dask_asgd.balancing.WorkerSignals` and a
+        :class:`~dask_asgd.balancing.Settings`.
 
         Returns
         -------
         dict
-            ``{"status": "ok", "send_interval", "message_size", "reason"}``, or
+            ``{"status": "ok", "settings": <Settings fields>}``, or
             ``{"status": "aborted"}`` for a fit that is not running.
         """
         fit = self.fits.get(fit_id)
         if fit is None or fit.aborted is not None or member not in fit.members:
             return {"status": "aborted"}
-        current = Settings(
-            int(settings["send_interval"]), float(settings["message_size"])
-        )
+        current = Settings(**settings)
         decided = fit.policy.decide(current, WorkerSignals(**signals))
-        fit.last_signals[member] = dict(signals)
-        fit.settings[member] = decided
         if decided is not current:
             self._log(
                 action="settings",
@@ -254,12 +260,7 @@ class ASGDSchedulerPlugin(SchedulerPlugin):
                 message_size=decided.message_size,
                 reason=decided.reason,
             )
-        return {
-            "status": "ok",
-            "send_interval": decided.send_interval,
-            "message_size": decided.message_size,
-            "reason": decided.reason,
-        }
+        return {"status": "ok", "settings": dataclasses.asdict(decided)}
 
     # Scheduler hooks ----------------------------------------------------------
 

@@ -1,0 +1,168 @@
+"""Minibatch K-Means: its state and learner.
+
+Only the centers are exchanged: a count is each worker's own learning rate.
+Centers compete for the same rows, so a received set of centers is accepted
+or rejected as a whole by the Parzen test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..kernels import kmeans_pass
+from ._protocol import Partition, weighted_sum
+from ._stopping import Decision, StoppingRule
+
+
+@dataclass
+class KMeansState:
+    """Cluster centers and the weight of the rows each has absorbed."""
+
+    #: Apply the Parzen-window test to each row of the exchanged matrix.
+    parzen_per_row: ClassVar[bool] = False
+
+    #: ndarray of shape (n_clusters, n_features).
+    centers: np.ndarray
+    #: float64 ndarray of shape (n_clusters,).
+    counts: np.ndarray
+
+    def copy(self) -> KMeansState:
+        """A deep copy."""
+        return KMeansState(self.centers.copy(), self.counts.copy())
+
+    def is_finite(self) -> bool:
+        """Whether every center is finite."""
+        return bool(np.isfinite(self.centers).all())
+
+    def exchanged(self) -> np.ndarray:
+        """The centers (a copy)."""
+        return self.centers.copy()
+
+    def set_exchanged(self, matrix: np.ndarray) -> None:
+        """Write merged centers back."""
+        self.centers[...] = matrix
+
+    @property
+    def exchanged_shape(self) -> tuple[int, int]:
+        """Shape of :meth:`exchanged`."""
+        return self.centers.shape
+
+    @property
+    def exchanged_nbytes(self) -> int:
+        """Bytes of :meth:`exchanged`."""
+        return int(self.centers.nbytes)
+
+    @classmethod
+    def average(
+        cls, states: Sequence[KMeansState], shares: np.ndarray, start: KMeansState
+    ) -> KMeansState:
+        """The weighted mean of the workers' centers.
+
+        The counts of the result are those of ``start`` plus what every
+        worker added, so that a later ``partial_fit`` continues with the
+        learning rates of a model that has seen all the rows.
+        """
+        added = sum(state.counts - start.counts for state in states)
+        return cls(
+            weighted_sum([s.centers for s in states], shares),
+            start.counts + added,
+        )
+
+
+@dataclass(kw_only=True)
+class KMeansLearner:
+    """Minibatch K-Means: what a worker needs to train it.
+
+    Parameters
+    ----------
+    state : KMeansState
+        Starting centers and counts.
+    batch_size : int
+        Rows per minibatch.
+    tol : float or None
+        Relative decrease of the epoch's inertia (summed over workers)
+        required to count as progress; None disables the rule.
+    n_iter_no_change : int
+        Epochs without progress before stopping.
+    """
+
+    state: KMeansState
+    batch_size: int
+    tol: float | None
+    n_iter_no_change: int
+
+    def for_worker(self, share: float) -> KMeansLearner:
+        """The same learner: counts are the learning rates, whatever the share."""
+        return self
+
+    def start(self, partitions: list[Partition]) -> KMeansRun:
+        """Begin training on one worker's partitions."""
+        return KMeansRun(self, partitions)
+
+    def average(self, states: Sequence[KMeansState], shares: np.ndarray) -> KMeansState:
+        """The workers' centers averaged (see :meth:`KMeansState.average`)."""
+        return KMeansState.average(states, shares, self.state)
+
+
+class KMeansRun:
+    """One worker's minibatch K-Means on its partitions."""
+
+    def __init__(self, learner: KMeansLearner, partitions: list[Partition]) -> None:
+        self.learner = learner
+        self.state = learner.state.copy()
+        self.training_rows = [
+            np.arange(p.X.shape[0], dtype=np.int64) for p in partitions
+        ]
+        self.n_rows = int(sum(rows.shape[0] for rows in self.training_rows))
+        self.weight = float(sum(p.sample_weight.sum() for p in partitions))
+        self.rule = StoppingRule(
+            learner.tol,
+            learner.n_iter_no_change,
+            early_stopping=False,
+            adaptive=False,
+            relative=True,
+        )
+        self.inertia = 0.0
+        self.n_visited = 0
+
+    def train(self, partition: Partition, rows: np.ndarray) -> float:
+        """Run minibatch K-Means over ``rows``; return their inertia."""
+        inertia = kmeans_pass(
+            self.state.centers,
+            self.state.counts,
+            partition.X,
+            partition.sample_weight,
+            rows,
+            self.learner.batch_size,
+        )
+        self.inertia += inertia
+        return inertia
+
+    def epoch_values(self) -> tuple[dict[str, float], dict[str, Any]]:
+        """The epoch's inertia and the weight it was summed over."""
+        values = {
+            "loss": self.inertia,
+            "n_train": float(self.n_rows),
+            "weight": self.weight,
+        }
+        record = {
+            "local_loss": self.inertia / max(self.weight, 1e-300),
+            "samples": self.n_rows,
+        }
+        self.n_visited += self.n_rows
+        self.inertia = 0.0
+        return values, record
+
+    def after_epoch(self, totals: dict[str, float]) -> tuple[dict[str, Any], bool]:
+        """Mean squared distance per unit of weight over all workers; stop?"""
+        record = {"loss": totals["loss"] / max(totals["weight"], 1e-300)}
+        decision = self.rule.update(totals["loss"], totals["n_train"], 0.0)
+        return record, decision is Decision.STOP
+
+    def result(self) -> tuple[KMeansState, int]:
+        """The trained centers and the rows visited."""
+        return self.state, self.n_visited

@@ -1,0 +1,102 @@
+"""Run one fit on the cluster: the entry point the estimators call."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .. import _config
+from ..backends import connect, install_plugins
+from ..balancing import PolicyLimits
+from ..coordination import FitRegistry
+from ..learners import Learner
+from ._driver import DaskTaskRunner, FitOutcome, run_fit
+from ._placement import DaskRows, InMemoryRows, cluster_workers
+from ._task import ExchangeOptions, FitTask
+from ._worker_loop import train_worker
+
+
+def fit_on_cluster(
+    rows: InMemoryRows | DaskRows,
+    learner: Learner,
+    *,
+    max_iter: int,
+    shuffle: bool,
+    synchronise: bool,
+    exchange: ExchangeOptions,
+    n_workers: int | None,
+    min_rows_per_worker: int,
+    rng: np.random.Generator,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> FitOutcome:
+    """Place ``rows`` on the cluster's workers and train ``learner`` there.
+
+    Uses the current client or the embedded cluster, reads the ``asgd.*``
+    settings once and ships them to the workers inside the task.
+
+    Parameters
+    ----------
+    rows : InMemoryRows or DaskRows
+        The training rows, as the estimator validated them.
+    learner : Learner
+        The model and where it starts.
+    max_iter : int
+        Epochs at most.
+    shuffle : bool
+        Assign in-memory rows to workers at random and visit rows in a new
+        random order each epoch.
+    synchronise : bool
+        Meet at the coordinator's barrier after each epoch (False for a
+        single pass, which has nothing to decide).
+    exchange : ExchangeOptions
+        How workers exchange states.
+    n_workers : int or None
+        Train on at most this many workers.
+    min_rows_per_worker : int
+        Use fewer workers rather than give one fewer in-memory rows.
+    rng : numpy.random.Generator
+        Draws the placement's shuffling and every worker's seed.
+    progress : callable, optional
+        Called with every completed epoch's sums while the fit runs.
+
+    Returns
+    -------
+    FitOutcome
+    """
+    config = _config.load()
+    with connect() as client:
+        install_plugins(client, config.exchange, exchange.communication != "off")
+        workers = cluster_workers(client, n_workers)
+        placement = rows.place(client, workers, rng, shuffle, min_rows_per_worker)
+        template = FitTask(
+            fit_id="",
+            seed=0,
+            learner=learner,
+            max_iter=int(max_iter),
+            shuffle=bool(shuffle),
+            synchronise=synchronise,
+            exchange=exchange,
+            config=config,
+        )
+        return run_fit(
+            placement,
+            template,
+            FitRegistry(client),
+            DaskTaskRunner(client, train_worker),
+            rng,
+            policy_limits(config.balancing),
+            progress,
+        )
+
+
+def policy_limits(balancing: _config.BalancingConfig) -> PolicyLimits:
+    """The balancer's bounds from the ``asgd.balancing`` settings."""
+    return PolicyLimits(
+        min_send_interval=balancing.min_send_interval,
+        max_send_interval=balancing.max_send_interval,
+        min_message_size=balancing.min_message_size,
+        cpu_budget=balancing.cpu_budget,
+        max_send_time=balancing.max_send_time,
+    )

@@ -1,0 +1,226 @@
+"""The one training loop that runs on each worker, whatever the model.
+
+:func:`train_worker` is the Dask task; :func:`run_worker` is the loop itself,
+with its control plane, communicator and clock passed in, so it runs in tests
+without a cluster. The loop visits the worker's rows epoch by epoch in chunks
+of whole minibatches, lets the communicator exchange states between chunks,
+reports each epoch to the coordinator's barrier and stops when the learner
+says so, on numbers summed over every worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..coordination import EpochAnswer, WorkerControlPlane
+from ..exchange import join_topic
+from ..learners import Partition
+from ._communicator import Communicator, SettingsSource
+from ._loop_cpu import event_loop_cpu_clock
+from ._shuffle import epoch_order
+from ._state_exchange import StateExchange
+from ._task import FitTask, WorkerResult
+
+logger = logging.getLogger(__name__)
+
+
+class ControlPlane(SettingsSource, Protocol):
+    """A worker's line to the coordinator (see :class:`WorkerControlPlane`)."""
+
+    def report_epoch(self, epoch: int, values: dict[str, float]) -> EpochAnswer:
+        """Report the epoch's values; wait for their sums over all workers."""
+
+
+def train_worker(task: FitTask, partitions: list[Partition]) -> WorkerResult:
+    """Train on this worker's partitions until the shared stopping rule says so.
+
+    Runs as one Dask task per worker. It secedes from the worker's thread pool
+    at once: it is long-running, and other tasks (another fit's, or data
+    tasks) must still be able to start on this worker meanwhile.
+
+    Parameters
+    ----------
+    task : FitTask
+        The model, its settings and the fit's identity.
+    partitions : list of Partition
+        The rows this worker holds.
+
+    Returns
+    -------
+    WorkerResult
+    """
+    from distributed import secede
+
+    secede()
+    control = WorkerControlPlane(task.fit_id, task.config.training.epoch_timeout)
+    with open_communicator(task, control) as communicator:
+        return run_worker(task, partitions, control, communicator)
+
+
+def run_worker(
+    task: FitTask,
+    partitions: list[Partition],
+    control: ControlPlane,
+    communicator: Communicator | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> WorkerResult:
+    """The training loop of one worker (see the module docstring).
+
+    Parameters
+    ----------
+    task : FitTask
+    partitions : list of Partition
+    control : ControlPlane
+        Where epochs are reported (the coordinator, or a fake).
+    communicator : Communicator, optional
+        Exchanges states with peers between chunks; None trains alone.
+    clock : callable, default=time.perf_counter
+        Seconds, for the epochs' durations.
+
+    Returns
+    -------
+    WorkerResult
+    """
+    rng = np.random.default_rng(task.seed) if task.shuffle else None
+    run = task.learner.start(partitions)
+    if communicator is not None:
+        communicator.start(run.state)
+    batch_size = task.learner.batch_size
+    history: list[dict[str, Any]] = []
+    failure: str | None = None
+    n_iter = 0
+    for epoch in range(task.max_iter):
+        started = clock()
+        for partition, rows in epoch_chunks(
+            partitions,
+            run.training_rows,
+            rng,
+            lambda: whole_minibatches(task, communicator, batch_size),
+        ):
+            loss = run.train(partition, rows)
+            if communicator is not None:
+                communicator.after_samples(rows.shape[0], loss, run.state)
+        n_iter = epoch + 1
+        values, local = run.epoch_values()
+        values["nonfinite"] = float(not run.state.is_finite())
+        record = {"epoch": epoch, **local, "seconds": clock() - started}
+        if communicator is not None:
+            record["send_interval"] = communicator.send_interval
+            record.update(communicator.exchange.stats())
+        answer = (
+            control.report_epoch(epoch, values)
+            if task.synchronise
+            else EpochAnswer(values)
+        )
+        if answer.totals is None:
+            history.append(record)
+            failure = answer.reason
+            break
+        shared, stop = run.after_epoch(answer.totals)
+        history.append({**record, **shared})
+        if answer.totals["nonfinite"] > 0:
+            failure = "nonfinite"
+            break
+        if stop:
+            break
+    state, n_samples_trained = run.result()
+    return WorkerResult(
+        state=state,
+        n_samples_trained=n_samples_trained,
+        n_iter=n_iter,
+        history=history,
+        failure=failure,
+        control=communicator.control if communicator is not None else [],
+    )
+
+
+def whole_minibatches(
+    task: FitTask, communicator: Communicator | None, batch_size: int
+) -> int:
+    """Rows of the next chunk: up to the next exchange, in whole minibatches.
+
+    An exchange between two halves of a minibatch would send (and test) a
+    state the minibatch has only half moved, and a chunk boundary would cut
+    the minibatch in two; so a chunk holds whole minibatches, at least one.
+    """
+    rows = task.config.training.chunk_samples
+    if communicator is not None:
+        rows = min(rows, communicator.samples_until_send())
+    return max(batch_size, rows // batch_size * batch_size)
+
+
+def epoch_chunks(
+    partitions: list[Partition],
+    rows: list[np.ndarray],
+    rng: np.random.Generator | None,
+    chunk_rows: Callable[[], int],
+) -> Iterator[tuple[Partition, np.ndarray]]:
+    """One epoch's rows: partition by partition, in chunks for the kernel.
+
+    Partitions are visited in a random order when ``rng`` is given (and their
+    rows as :func:`epoch_order` shuffles them), else in storage order.
+    ``chunk_rows()`` is asked before every chunk, after the previous one was
+    trained on, so that a chunk can end where an exchange is due.
+
+    Yields
+    ------
+    partition : Partition
+    chunk : ndarray of int64
+        Row numbers of ``partition`` to train on next.
+    """
+    visit = (
+        rng.permutation(len(partitions)) if rng is not None else range(len(partitions))
+    )
+    for index in visit:
+        order = epoch_order(rows[index], rng)
+        position = 0
+        while position < order.shape[0]:
+            stop = min(position + chunk_rows(), order.shape[0])
+            yield partitions[index], order[position:stop]
+            position = stop
+
+
+@contextmanager
+def open_communicator(
+    task: FitTask, balancer: SettingsSource
+) -> Iterator[Communicator | None]:
+    """Join the fit's topic for the duration of training, with a communicator.
+
+    Runs on the worker, inside the training task; leaving the block closes
+    the subscription (the topic's mailbox and handler go with it).
+
+    Yields
+    ------
+    Communicator or None
+        None when the worker does not communicate (``"off"``, or alone).
+    """
+    from distributed import get_worker
+
+    options = task.exchange
+    if options.communication == "off" or len(task.peers) <= 1:
+        yield None
+        return
+    endpoint = join_topic(task.fit_id, task.fit_id, list(task.peers), seed=task.seed)
+    try:
+        exchange = StateExchange(
+            endpoint,
+            task.learner.state.exchanged_shape[1],
+            options.message_size,
+            options.parzen_window,
+            type(task.learner.state).parzen_per_row,
+        )
+        yield Communicator(
+            exchange,
+            options.send_interval,
+            balancer if options.communication == "adaptive" else None,
+            report_period=task.config.balancing.report_period,
+            loop_cpu=event_loop_cpu_clock(get_worker()),
+        )
+    finally:
+        endpoint.close()

@@ -1,0 +1,159 @@
+"""What a worker reports to the balancer (balancer and clock are fakes)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+import numpy as np
+import pytest
+
+from dask_asgd.balancing import Settings
+from dask_asgd.learners import LinearState
+from dask_asgd.runtime import Communicator
+from dask_asgd.runtime._state_exchange import StateExchange
+
+
+class QuietEndpoint:
+    """An endpoint with no peers: publishing succeeds, nothing arrives."""
+
+    def __init__(self):
+        #: Cumulative counters the test sets.
+        self.counters = {}
+
+    def receive(self):
+        return []
+
+    def publish(self, payload, metadata=None, peer=None, *, copy=True):
+        return True
+
+    def stats(self):
+        return dict(self.counters)
+
+
+class RecordingBalancer:
+    """Records every report and answers with the settings it was sent."""
+
+    def __init__(self, answer=None):
+        self.reports = []
+        self.answer = answer
+
+    def request_settings(self, signals, current):
+        self.reports.append(signals)
+        future = concurrent.futures.Future()
+        future.set_result(self.answer or current)
+        return future
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def communicator(balancer, endpoint, report_period=1.0, clock=None, loop_cpu=None):
+    state = LinearState.zeros(1, 10, np.float64)
+    made = Communicator(
+        StateExchange(endpoint, 11, 1.0, parzen_window=True),
+        send_interval=100,
+        balancer=balancer,
+        report_period=report_period,
+        loop_cpu=loop_cpu,
+        clock=clock or FakeClock(),
+    )
+    made.start(state)
+    return made, state
+
+
+def test_exchange_cost_counts_the_event_loop_and_outlives_idle_periods():
+    loop_clock = iter(np.arange(0.0, 10.0, 0.25))
+    clock = FakeClock()
+    balancer = RecordingBalancer()
+
+    def ticking():
+        clock.now += 0.01
+        return clock.now
+
+    made, state = communicator(
+        balancer,
+        QuietEndpoint(),
+        report_period=0.0,
+        clock=ticking,
+        loop_cpu=lambda: float(next(loop_clock)),
+    )
+    # With a report period of 0 every call reports: one exchange, then a
+    # report covering it, during which the loop used 0.25 s of CPU.
+    made.after_samples(100, 0.0, state)
+    assert len(balancer.reports) == 1
+    first = balancer.reports[0]
+    assert first.loop_seconds == pytest.approx(0.25)
+    # The exchange itself took one tick of the clock (0.01 s) on top.
+    assert first.exchange_seconds == pytest.approx(0.26)
+    # A period without any exchange keeps the last known cost, instead of
+    # reporting a free exchange (which would pull the interval down).
+    made.after_samples(10, 0.0, state)
+    assert len(balancer.reports) == 2
+    assert balancer.reports[1].exchange_seconds == first.exchange_seconds
+
+
+def test_first_report_waits_for_a_completed_send():
+    clock = FakeClock()
+    endpoint = QuietEndpoint()
+    balancer = RecordingBalancer()
+    made, state = communicator(balancer, endpoint, clock=clock)
+
+    def exchanges(n):
+        for _ in range(n):
+            clock.now += 0.05
+            made.after_samples(100, 0.0, state)
+
+    # Four exchanges and more than a tenth of the period, but no send has
+    # come back: at start-up that is the peers starting, so no early report.
+    endpoint.counters = {"published": 4, "in_flight": 2, "dropped": 2}
+    exchanges(4)
+    assert balancer.reports == []
+    # A full period without a completed send is reported, with the age of
+    # the sends in flight as their latency.
+    exchanges(16)
+    assert len(balancer.reports) == 1
+    assert balancer.reports[0].send_latency == pytest.approx(1.0)
+    assert balancer.reports[0].dropped == 2
+
+
+def test_first_report_comes_early_once_a_send_completed():
+    clock = FakeClock()
+    endpoint = QuietEndpoint()
+    balancer = RecordingBalancer()
+    made, state = communicator(balancer, endpoint, clock=clock)
+    endpoint.counters = {"published": 4, "sent": 1, "send_latency_total": 0.002}
+    for _ in range(4):
+        clock.now += 0.05
+        made.after_samples(100, 0.0, state)
+    assert len(balancer.reports) == 1
+    assert balancer.reports[0].send_latency == pytest.approx(0.002)
+
+
+def test_the_balancers_answer_is_applied_at_the_next_call_and_recorded():
+    clock = FakeClock()
+    balancer = RecordingBalancer(Settings(400, 0.5, reason="link"))
+    made, state = communicator(
+        balancer, QuietEndpoint(), report_period=0.0, clock=clock
+    )
+    clock.now = 1.0
+    made.after_samples(100, 0.0, state)
+    assert made.send_interval == 100  # the answer is picked up later
+    clock.now = 2.0
+    made.after_samples(10, 0.0, state)
+    assert made.send_interval == 400
+    assert made.exchange.message_size == 0.5
+    assert [row["reason"] for row in made.control] == ["initial", "link"]
+    assert made.control[1]["time"] == pytest.approx(2.0)
+    # Ten samples were trained since the last exchange.
+    assert made.samples_until_send() == 390
+
+
+def test_without_a_balancer_nothing_is_reported():
+    made, state = communicator(None, QuietEndpoint(), report_period=0.0)
+    made.after_samples(1000, 0.0, state)
+    assert made.control == [made.control[0]] and made.send_interval == 100

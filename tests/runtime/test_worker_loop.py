@@ -1,0 +1,165 @@
+"""The one worker loop, run in the test process with a fake control plane."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dask_asgd.kernels import kmeans_pass, sgd_pass
+from dask_asgd.learners import (
+    KMeansLearner,
+    KMeansState,
+    LinearLearner,
+    LinearState,
+    Partition,
+)
+from dask_asgd.runtime import run_worker
+from dask_asgd.runtime._worker_loop import epoch_chunks, whole_minibatches
+from tests import _reference as ref
+
+from ._fakes import AloneControlPlane, task_for
+
+
+@pytest.fixture(scope="module")
+def rows():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(203, 5))
+    y = np.where(X @ rng.normal(size=5) > 0, 1.0, -1.0)
+    return Partition(X=X, targets=y, sample_weight=np.ones(203))
+
+
+def linear_learner(batch_size, **fields):
+    settings = ref.settings_like_sklearn(
+        "hinge", "l2", learning_rate="constant", eta0=0.05, batch_size=batch_size
+    )
+    defaults = dict(
+        settings=settings,
+        state=LinearState.zeros(1, 5, np.float64),
+        t_start=1.0,
+        tol=None,
+        n_iter_no_change=5,
+        early_stopping=False,
+        adaptive=False,
+        score="accuracy",
+        positive_weight=np.ones(1),
+        negative_weight=np.ones(1),
+    )
+    return LinearLearner(**{**defaults, **fields})
+
+
+def one_kernel_call(learner, partition):
+    """The whole pass as a single kernel call: the minibatches nobody cut."""
+    state = learner.state.copy()
+    sgd_pass(
+        state.weights,
+        state.intercepts,
+        state.average_weights,
+        state.average_intercepts,
+        np.zeros_like(state.weights),
+        partition.X,
+        partition.targets,
+        partition.sample_weight,
+        learner.positive_weight,
+        learner.negative_weight,
+        np.arange(partition.X.shape[0], dtype=np.int64),
+        learner.settings,
+        1.0,
+        0.0,
+    )
+    return state
+
+
+@pytest.mark.parametrize("chunk_samples", [10, 13, 4096])
+def test_chunk_boundaries_never_cut_a_linear_minibatch(rows, chunk_samples):
+    # Chunks of 10 or 13 rows are not whole minibatches of 4: a loop that
+    # passed them to the kernel as they are would train on minibatches of 2
+    # or 1 rows at every chunk boundary, and end elsewhere.
+    learner = linear_learner(batch_size=4)
+    result = run_worker(
+        task_for(learner, chunk_samples=chunk_samples), [rows], AloneControlPlane()
+    )
+    expected = one_kernel_call(learner, rows)
+    np.testing.assert_allclose(result.state.weights, expected.weights, rtol=1e-12)
+    np.testing.assert_allclose(result.state.intercepts, expected.intercepts)
+    assert result.n_samples_trained == rows.X.shape[0]
+
+
+def test_chunk_boundaries_never_cut_a_kmeans_minibatch(rows):
+    start = KMeansState(rows.X[:3].copy(), np.zeros(3))
+    learner = KMeansLearner(state=start, batch_size=8, tol=None, n_iter_no_change=3)
+    result = run_worker(
+        task_for(learner, chunk_samples=20), [rows], AloneControlPlane()
+    )
+    centers, counts = start.centers.copy(), start.counts.copy()
+    order = np.arange(rows.X.shape[0], dtype=np.int64)
+    kmeans_pass(centers, counts, rows.X, rows.sample_weight, order, 8)
+    np.testing.assert_allclose(result.state.centers, centers, rtol=1e-12)
+    np.testing.assert_allclose(result.state.counts, counts)
+
+
+def test_whole_minibatches_rounds_down_but_keeps_one():
+    task = task_for(linear_learner(batch_size=4), chunk_samples=10)
+    assert whole_minibatches(task, None, 4) == 8
+    assert whole_minibatches(task, None, 16) == 16
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_an_epoch_visits_every_row_once(rows, shuffle):
+    parts = [Partition(rows.X, None, rows.sample_weight) for _ in range(2)]
+    row_numbers = [np.arange(100), np.arange(50, 203)]
+    rng = np.random.default_rng(1) if shuffle else None
+    seen = {0: [], 1: []}
+    for partition, chunk in epoch_chunks(parts, row_numbers, rng, lambda: 7):
+        assert 0 < chunk.shape[0] <= 7
+        seen[next(i for i, p in enumerate(parts) if p is partition)].extend(
+            chunk.tolist()
+        )
+    assert sorted(seen[0]) == list(range(100))
+    assert sorted(seen[1]) == list(range(50, 203))
+    # Without shuffling, storage order; with it, another order.
+    assert (seen[0] == list(range(100))) is not shuffle
+
+
+def test_each_epoch_is_reported_and_the_rule_stops_the_loop(rows):
+    learner = linear_learner(batch_size=1, tol=10.0, n_iter_no_change=2)
+    control = AloneControlPlane()
+    result = run_worker(task_for(learner, max_iter=50), [rows], control)
+    # tol=10 per sample is never met: the rule stops after 1 + 2 epochs.
+    assert result.n_iter == 3
+    assert [epoch for epoch, _ in control.reports] == [0, 1, 2]
+    assert control.reports[0][1]["n_train"] == 203
+    assert [record["epoch"] for record in result.history] == [0, 1, 2]
+    assert result.failure is None
+
+
+def test_a_given_up_fit_ends_the_loop_with_the_reason(rows):
+    control = AloneControlPlane(abort_at_epoch=1)
+    result = run_worker(
+        task_for(linear_learner(batch_size=1), max_iter=10), [rows], control
+    )
+    assert result.failure == "the fit ended"
+    assert result.n_iter == 2
+    assert len(result.history) == 2 and "loss" not in result.history[-1]
+
+
+def test_a_diverged_model_ends_the_loop(rows):
+    # What divergence leaves behind: a weight that is no longer finite.
+    diverged = LinearState.zeros(1, 5, np.float64)
+    diverged.weights[0, 0] = np.inf
+    with np.errstate(all="ignore"):
+        result = run_worker(
+            task_for(linear_learner(batch_size=1, state=diverged), max_iter=10),
+            [rows],
+            AloneControlPlane(),
+        )
+    assert result.failure == "nonfinite"
+    assert result.n_iter == 1
+
+
+def test_a_single_pass_does_not_meet_the_barrier(rows):
+    control = AloneControlPlane()
+    result = run_worker(
+        task_for(linear_learner(batch_size=1), synchronise=False), [rows], control
+    )
+    assert control.reports == []
+    assert result.history[0]["loss"] > 0
