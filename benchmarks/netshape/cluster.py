@@ -9,12 +9,13 @@ Two placements:
   link simulator shapes the workers' outgoing state messages.
 
 Either way the link simulator's latency (and, with ``--simulate``, its
-bandwidth) reaches the workers as environment variables that Dask's config
-reads at start-up: ``DASK_ASGD__EXCHANGE__SIMULATE__LATENCY`` (seconds) and
-``DASK_ASGD__EXCHANGE__SIMULATE__BANDWIDTH`` (bytes/s), i.e. the keys
-``asgd.exchange.simulate.latency`` and ``asgd.exchange.simulate.bandwidth``
-that the exchange worker plugin reads in its ``setup``. They are read once
-per worker process, so a new latency needs new worker processes.
+bandwidth) is given to :meth:`ProcessCluster.start_workers` as the
+environment variables of the keys ``asgd.exchange.simulate.latency`` and
+``asgd.exchange.simulate.bandwidth`` (``DASK_ASGD__EXCHANGE__SIMULATE__LATENCY``
+in seconds, ``..._BANDWIDTH`` in bytes/s). Workers read no configuration of
+their own (dask-asgd reads it on the driver), so after the workers start, the
+exchange worker plugin is registered again with these values, replacing the
+one of the previous link; each link gets new worker processes.
 """
 
 from __future__ import annotations
@@ -183,6 +184,24 @@ class ProcessCluster:
             if time.monotonic() > deadline:
                 raise RuntimeError("workers did not connect within 120 s")
             time.sleep(0.25)
+        self._install_link_simulator(env)
+
+    def _install_link_simulator(self, env: dict[str, str]) -> None:
+        """Register the exchange plugin with this link's simulator settings.
+
+        Not idempotent: it replaces the plugin of the previous link, which
+        the scheduler would otherwise install on the new workers. A fit's own
+        (idempotent) registration then keeps this one.
+        """
+        from dask_asgd.exchange import PLUGIN_NAME, ExchangeWorkerPlugin
+
+        bandwidth = env.get(BANDWIDTH_ENV)
+        plugin = ExchangeWorkerPlugin(
+            bandwidth=float(bandwidth) if bandwidth else None,
+            latency=float(env.get(LATENCY_ENV) or 0.0),
+        )
+        assert self.client is not None
+        self.client.register_plugin(plugin, name=PLUGIN_NAME, idempotent=False)
 
     def stop_workers(self) -> None:
         """Stop the worker processes (SIGTERM, then SIGKILL) and wait until
