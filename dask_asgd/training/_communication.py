@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from .. import _config
 from ..balancing import request_settings
-from ..exchange import join_topic
+from ..exchange import TopicSpec, join_topic
 from ._loop_cpu import event_loop_cpu_clock
 from ._state_exchange import State, StateExchange
 
@@ -283,7 +284,16 @@ def open_communicator(task: Any) -> Iterator[Communicator | None]:
     if task.communication == "off" or len(task.peers) <= 1:
         yield None
         return
-    endpoint = join_topic(task.fit_id, task.fit_id, task.peers, seed=task.seed)
+    config = _config.load().exchange
+    spec = TopicSpec(
+        topic=task.fit_id,
+        mailbox_slots=config.mailbox_slots,
+        max_in_flight=config.max_in_flight,
+        send_timeout=config.send_timeout,
+        min_bandwidth=config.min_bandwidth,
+        seed=task.seed,
+    )
+    endpoint = join_topic(spec, task.peers)
     try:
         exchange = StateExchange(
             endpoint,

@@ -22,6 +22,7 @@ import pandas as pd
 from distributed import Client, Future
 from distributed.protocol.pickle import dumps
 
+from .. import _config
 from .._exceptions import FitAbortedError, WorkerLostError
 from ..balancing import PLUGIN_NAME, ASGDSchedulerPlugin
 from ..exchange import PLUGIN_NAME as EXCHANGE_PLUGIN_NAME
@@ -52,7 +53,9 @@ def ensure_plugins(client: Client, exchange: bool) -> None:
     ----------
     client : distributed.Client
     exchange : bool
-        Also install the worker plugin of the state exchange.
+        Also install the worker plugin of the state exchange, with the link
+        simulator of ``asgd.exchange.simulate.*`` as configured here (an
+        installed plugin is kept, with the settings it was installed with).
     """
     client.sync(
         client.scheduler.register_scheduler_plugin,
@@ -61,9 +64,14 @@ def ensure_plugins(client: Client, exchange: bool) -> None:
         idempotent=True,
     )
     if exchange:
+        config = _config.load()
+        plugin = ExchangeWorkerPlugin(
+            bandwidth=config.exchange.simulate_bandwidth,
+            latency=config.exchange.simulate_latency,
+        )
         client.sync(
             client.scheduler.register_worker_plugin,
-            plugin=dumps(ExchangeWorkerPlugin()),
+            plugin=dumps(plugin),
             name=EXCHANGE_PLUGIN_NAME,
             idempotent=True,
         )
