@@ -9,12 +9,10 @@ Two placements:
   link simulator shapes the workers' outgoing state messages.
 
 Either way the link simulator's latency (and, with ``--simulate``, its
-bandwidth) reaches the workers as environment variables that Dask's config
-reads at start-up: ``DASK_ASGD__EXCHANGE__SIMULATE__LATENCY`` (seconds) and
-``DASK_ASGD__EXCHANGE__SIMULATE__BANDWIDTH`` (bytes/s), i.e. the keys
-``asgd.exchange.simulate.latency`` and ``asgd.exchange.simulate.bandwidth``
-that the exchange worker plugin reads in its ``setup``. They are read once
-per worker process, so a new latency needs new worker processes.
+bandwidth) reaches the workers as the settings of the exchange's worker
+plugin, which :meth:`ProcessCluster.install_link_simulator` installs anew for
+each link setting. A fit installs that plugin only on a cluster that has none,
+so the fits use the one installed here.
 """
 
 from __future__ import annotations
@@ -30,11 +28,12 @@ from pathlib import Path
 
 import netns
 from distributed import Client
+from distributed.protocol.pickle import dumps
+
+from dask_asgd.exchange import PLUGIN_NAME, ExchangeWorkerPlugin
 
 logger = logging.getLogger(__name__)
 
-BANDWIDTH_ENV = "DASK_ASGD__EXCHANGE__SIMULATE__BANDWIDTH"
-LATENCY_ENV = "DASK_ASGD__EXCHANGE__SIMULATE__LATENCY"
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 
@@ -93,8 +92,6 @@ class ProcessCluster:
             # driver runs on workers (client.run) by reference.
             [str(REPO), str(HERE), *filter(None, [env.get("PYTHONPATH")])]
         )
-        for key in (BANDWIDTH_ENV, LATENCY_ENV):
-            env.pop(key, None)
         # Quiet worker logs; warnings still land in the log files.
         env.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
         env.update(extra or {})
@@ -146,7 +143,7 @@ class ProcessCluster:
                 time.sleep(0.5)
         return self.client
 
-    def start_workers(self, env: dict[str, str]) -> None:
+    def start_workers(self, env: dict[str, str] | None = None) -> None:
         """(Re)start the workers with ``env`` added to their environment."""
         self.stop_workers()
         self._generation += 1
@@ -183,6 +180,27 @@ class ProcessCluster:
             if time.monotonic() > deadline:
                 raise RuntimeError("workers did not connect within 120 s")
             time.sleep(0.25)
+
+    def install_link_simulator(self, bandwidth: float | None, latency: float) -> None:
+        """Install the exchange plugin with this link simulator on the workers.
+
+        Parameters
+        ----------
+        bandwidth : float or None
+            Outgoing bytes/s of each worker; None for no rate limit.
+        latency : float
+            Seconds added to every state message.
+        """
+        assert self.client is not None
+        plugin = ExchangeWorkerPlugin(bandwidth=bandwidth, latency=latency)
+        self.client.sync(
+            self.client.scheduler.register_worker_plugin,
+            plugin=dumps(plugin),
+            name=PLUGIN_NAME,
+            # Not idempotent: it replaces the previous link setting's plugin,
+            # on the scheduler and on the running workers.
+            idempotent=False,
+        )
 
     def stop_workers(self) -> None:
         """Stop the worker processes (SIGTERM, then SIGKILL) and wait until
