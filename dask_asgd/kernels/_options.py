@@ -4,8 +4,8 @@ Every kernel is compiled with the same options so that their behaviour is
 predictable:
 
 * ``nogil=True``: training runs inside a Dask task while the worker's event
-  loop must keep answering peers and the scheduler (NOTES Q3: a GIL-holding
-  kernel stalled a worker's handlers for the whole call).
+  loop must keep answering peers and the scheduler (a GIL-holding kernel was
+  measured to stall a worker's handlers for the whole call).
 * ``cache=True``: each worker process compiles once per machine, not once per
   fit. Set ``NUMBA_CACHE_DIR`` when the package is installed read-only.
 * ``error_model="numpy"``: divisions follow IEEE rules instead of raising, which

@@ -4,8 +4,8 @@ training thread does not see.
 Sending a state and receiving one are serialised, written and read by the
 worker's event loop, in another thread than the training. On a machine with
 few cores that work takes CPU from training as surely as the merge does, so
-the balancer counts it (NOTES.md Q8: on 2 cores, sending an 8 MB state every
-minibatch cut training to half its speed, mainly through CPU contention
+the balancer counts it (in a gossip prototype on 2 cores, sending an 8 MB state
+every minibatch cut training to half its speed, mainly through CPU contention
 between the training threads, the event loops and the scheduler). In a
 two-process adaptive fit with a 3.2 MB state the loop's CPU came to about 0.8
 times the exchange time of the training thread.
