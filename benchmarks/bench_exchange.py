@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import statistics
 import threading
@@ -38,9 +39,9 @@ from dask.utils import parse_bytes
 from distributed import Client, Event, LocalCluster, get_worker, secede
 from distributed.protocol import to_serialize
 
-from dask_asgd.exchange import PLUGIN_NAME, ExchangeWorkerPlugin, join_topic
+from dask_asgd import _config
+from dask_asgd.exchange import PLUGIN_NAME, ExchangeWorkerPlugin, TopicSpec, join_topic
 
-TOPIC = "bench"
 RAW_HANDLER = "bench_raw_receive"
 MODES = ("ours", "nocopy", "raw")
 #: Messages per round by payload size: about 0.1-0.3 s of sending each; many
@@ -68,13 +69,26 @@ def remove_raw_handler(dask_worker: Any) -> list[Arrival]:
     return dask_worker._bench_raw_arrivals
 
 
-def receiver(run_id: str, peers: list[str], slots: int) -> list[Arrival]:
+def topic_spec(topic: str, **settings: Any) -> TopicSpec:
+    """The exchange settings a fit would use (``asgd.exchange.*``), overridden."""
+    config = _config.load().exchange
+    spec = TopicSpec(
+        topic=topic,
+        mailbox_slots=config.mailbox_slots,
+        max_in_flight=config.max_in_flight,
+        send_timeout=config.send_timeout,
+        min_bandwidth=config.min_bandwidth,
+    )
+    return dataclasses.replace(spec, **settings)
+
+
+def receiver(spec: TopicSpec, peers: list[str]) -> list[Arrival]:
     """B's task: drain the mailbox like a training loop until told to stop."""
     secede()
-    stop = Event(f"{run_id}-stop")
+    stop = Event(f"{spec.topic}-stop")
     records: list[Arrival] = []
-    with join_topic(TOPIC, run_id, peers, mailbox_slots=slots) as endpoint:
-        Event(f"{run_id}-ready").set()
+    with join_topic(spec, peers) as endpoint:
+        Event(f"{spec.topic}-ready").set()
         last_check = time.monotonic()
         while True:
             for message in endpoint.receive():
@@ -107,7 +121,7 @@ def _wait_below(count: Callable[[], int], limit: int) -> None:
 
 
 def sender(
-    run_id: str,
+    spec: TopicSpec,
     peer: str,
     sizes: list[int],
     messages: dict[int, int],
@@ -118,11 +132,9 @@ def sender(
     secede()
     worker = get_worker()
     loop = worker.loop.asyncio_loop  # type: ignore[attr-defined]
-    Event(f"{run_id}-ready").wait(30)
+    Event(f"{spec.topic}-ready").wait(30)
     rounds: list[dict[str, Any]] = []
-    with join_topic(
-        TOPIC, run_id, [peer], max_in_flight=window, send_timeout=60
-    ) as endpoint:
+    with join_topic(spec, [peer]) as endpoint:
         outstanding = [0]
         lock = threading.Lock()
 
@@ -265,15 +277,27 @@ def run(
         client.register_plugin(ExchangeWorkerPlugin(), name=PLUGIN_NAME)
         a, b = sorted(client.sync(client.scheduler.identity, n_workers=-1)["workers"])
         client.run(install_raw_handler, workers=[b])
-        run_id = f"bench-{time.time_ns()}"
+        topic = f"bench-{time.time_ns()}"
         slots = 2 * max(messages.values()) + 10  # the receiver must lose nothing
         received = client.submit(
-            receiver, run_id, [a, b], slots, workers=[b], pure=False
+            receiver,
+            topic_spec(topic, mailbox_slots=slots),
+            [a, b],
+            workers=[b],
+            pure=False,
         )
         rounds = client.submit(
-            sender, run_id, b, sizes, messages, window, repeats, workers=[a], pure=False
+            sender,
+            topic_spec(topic, max_in_flight=window, send_timeout=60.0),
+            b,
+            sizes,
+            messages,
+            window,
+            repeats,
+            workers=[a],
+            pure=False,
         ).result()
-        Event(f"{run_id}-stop", client=client).set()
+        Event(f"{topic}-stop", client=client).set()
         ours = received.result()
         raw = client.run(remove_raw_handler, workers=[b])[b]
         client.unregister_worker_plugin(PLUGIN_NAME)

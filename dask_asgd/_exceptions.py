@@ -7,6 +7,37 @@ class ASGDError(RuntimeError):
     """Base class of the errors raised by dask-asgd's distributed machinery."""
 
 
+class ExchangeError(ASGDError):
+    """Base class of the errors raised by the exchange layer."""
+
+
+class PluginNotInstalledError(ExchangeError):
+    """The exchange plugin is missing on the worker, or there is no worker.
+
+    Parameters
+    ----------
+    detail : str
+        What was found instead of the plugin.
+    plugin_name : str
+        The name the plugin is registered under.
+    """
+
+    def __init__(self, detail: str, plugin_name: str) -> None:
+        self.detail = detail
+        self.plugin_name = plugin_name
+        super().__init__(
+            f"dask-asgd exchange calls must run in a task on a distributed Worker "
+            f"with the {plugin_name!r} worker plugin installed ({detail}). Install "
+            f"it with client.register_plugin(ExchangeWorkerPlugin(), "
+            f"name={plugin_name!r}) before starting training tasks."
+        )
+
+    def __reduce__(self) -> tuple[type[PluginNotInstalledError], tuple[str, str]]:
+        # Raised in a task on a worker, it travels to the client pickled; the
+        # default reduce would call the class with the formatted message only.
+        return type(self), (self.detail, self.plugin_name)
+
+
 class FitAbortedError(ASGDError):
     """A fit was given up before it finished.
 

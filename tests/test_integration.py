@@ -49,9 +49,9 @@ def assert_fit_left_nothing(client):
 
     def open_topics(dask_worker):
         plugin = dask_worker.plugins.get("asgd-exchange")
-        return plugin.stats()["topics"] if plugin is not None else {}
+        return plugin.stats()["topics"] if plugin is not None else []
 
-    assert all(topics == {} for topics in client.run(open_topics).values())
+    assert all(topics == [] for topics in client.run(open_topics).values())
     poll_for(
         lambda: (
             client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))

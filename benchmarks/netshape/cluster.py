@@ -9,13 +9,10 @@ Two placements:
   link simulator shapes the workers' outgoing state messages.
 
 Either way the link simulator's latency (and, with ``--simulate``, its
-bandwidth) is given to :meth:`ProcessCluster.start_workers` as the
-environment variables of the keys ``asgd.exchange.simulate.latency`` and
-``asgd.exchange.simulate.bandwidth`` (``DASK_ASGD__EXCHANGE__SIMULATE__LATENCY``
-in seconds, ``..._BANDWIDTH`` in bytes/s). Workers read no configuration of
-their own (dask-asgd reads it on the driver), so after the workers start, the
-exchange worker plugin is registered again with these values, replacing the
-one of the previous link; each link gets new worker processes.
+bandwidth) reaches the workers as the settings of the exchange's worker
+plugin, which :meth:`ProcessCluster.install_link_simulator` installs anew for
+each link setting. A fit installs that plugin only on a cluster that has none,
+so the fits use the one installed here.
 """
 
 from __future__ import annotations
@@ -31,11 +28,12 @@ from pathlib import Path
 
 import netns
 from distributed import Client
+from distributed.protocol.pickle import dumps
+
+from dask_asgd.exchange import PLUGIN_NAME, ExchangeWorkerPlugin
 
 logger = logging.getLogger(__name__)
 
-BANDWIDTH_ENV = "DASK_ASGD__EXCHANGE__SIMULATE__BANDWIDTH"
-LATENCY_ENV = "DASK_ASGD__EXCHANGE__SIMULATE__LATENCY"
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 
@@ -94,8 +92,6 @@ class ProcessCluster:
             # driver runs on workers (client.run) by reference.
             [str(REPO), str(HERE), *filter(None, [env.get("PYTHONPATH")])]
         )
-        for key in (BANDWIDTH_ENV, LATENCY_ENV):
-            env.pop(key, None)
         # Quiet worker logs; warnings still land in the log files.
         env.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
         env.update(extra or {})
@@ -147,7 +143,7 @@ class ProcessCluster:
                 time.sleep(0.5)
         return self.client
 
-    def start_workers(self, env: dict[str, str]) -> None:
+    def start_workers(self, env: dict[str, str] | None = None) -> None:
         """(Re)start the workers with ``env`` added to their environment."""
         self.stop_workers()
         self._generation += 1
@@ -184,24 +180,27 @@ class ProcessCluster:
             if time.monotonic() > deadline:
                 raise RuntimeError("workers did not connect within 120 s")
             time.sleep(0.25)
-        self._install_link_simulator(env)
 
-    def _install_link_simulator(self, env: dict[str, str]) -> None:
-        """Register the exchange plugin with this link's simulator settings.
+    def install_link_simulator(self, bandwidth: float | None, latency: float) -> None:
+        """Install the exchange plugin with this link simulator on the workers.
 
-        Not idempotent: it replaces the plugin of the previous link, which
-        the scheduler would otherwise install on the new workers. A fit's own
-        (idempotent) registration then keeps this one.
+        Parameters
+        ----------
+        bandwidth : float or None
+            Outgoing bytes/s of each worker; None for no rate limit.
+        latency : float
+            Seconds added to every state message.
         """
-        from dask_asgd.exchange import PLUGIN_NAME, ExchangeWorkerPlugin
-
-        bandwidth = env.get(BANDWIDTH_ENV)
-        plugin = ExchangeWorkerPlugin(
-            bandwidth=float(bandwidth) if bandwidth else None,
-            latency=float(env.get(LATENCY_ENV) or 0.0),
-        )
         assert self.client is not None
-        self.client.register_plugin(plugin, name=PLUGIN_NAME, idempotent=False)
+        plugin = ExchangeWorkerPlugin(bandwidth=bandwidth, latency=latency)
+        self.client.sync(
+            self.client.scheduler.register_worker_plugin,
+            plugin=dumps(plugin),
+            name=PLUGIN_NAME,
+            # Not idempotent: it replaces the previous link setting's plugin,
+            # on the scheduler and on the running workers.
+            idempotent=False,
+        )
 
     def stop_workers(self) -> None:
         """Stop the worker processes (SIGTERM, then SIGKILL) and wait until

@@ -14,7 +14,7 @@ module created is touched. Deleting the namespaces removes the links.
 
 Bandwidth is shaped by a ``tbf`` qdisc on the egress of each worker's
 ``eth0`` (traffic the worker sends). netem is not available on this kernel
-(``CONFIG_NET_SCH_NETEM`` is unset), so latency is not set here.
+(``CONFIG_NET_SCH_NETEM`` unset, no module), so latency is not set here.
 """
 
 from __future__ import annotations

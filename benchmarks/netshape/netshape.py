@@ -244,23 +244,19 @@ class Driver:
         self._log.flush()
 
     # -------------------------------------------------------------- shaping
-    def worker_env(
-        self, link, for_change: bool = False, extra: dict[str, str] | None = None
-    ) -> dict[str, str]:
-        """Environment of the workers for ``link`` (see cluster.py)."""
-        from cluster import BANDWIDTH_ENV, LATENCY_ENV
-
-        env: dict[str, str] = dict(extra or {})
-        if link.latency > 0:
-            env[LATENCY_ENV] = repr(float(link.latency))
+    def link_simulator(
+        self, link, for_change: bool = False
+    ) -> tuple[float | None, float]:
+        """Bandwidth (bytes/s or None) and latency (s) of the simulator."""
+        bandwidth = None
         if self.simulate:
             if for_change:
                 # A simulator must exist to be changed: start "unshaped" as
                 # 1 TB/s, changed through the running plugin later.
-                env[BANDWIDTH_ENV] = repr(1e12)
+                bandwidth = 1e12
             elif link.bytes_per_second is not None:
-                env[BANDWIDTH_ENV] = repr(float(link.bytes_per_second))
-        return env
+                bandwidth = float(link.bytes_per_second)
+        return bandwidth, float(link.latency)
 
     def shape(self, rate: str | None) -> None:
         """Set every worker's egress rate with tc (root mode only)."""
@@ -269,23 +265,18 @@ class Driver:
         for i in range(self.args.workers):
             netns.shape_device(f"{self.args.driver_prefix}w{i}", rate)
 
-    def start_workers(
-        self,
-        cluster,
-        link,
-        for_change: bool = False,
-        extra: dict[str, str] | None = None,
-    ) -> None:
-        env = self.worker_env(link, for_change, extra)
+    def start_workers(self, cluster, link, for_change: bool = False) -> None:
+        bandwidth, latency = self.link_simulator(link, for_change)
         if not for_change:
             self.shape(link.rate)
         else:
             self.shape(None)
         t = time.perf_counter()
-        cluster.start_workers(env)
+        cluster.start_workers()
+        cluster.install_link_simulator(bandwidth, latency)
         self.log(
             f"workers started for {link.name} in {time.perf_counter() - t:.1f} s "
-            f"(env {env or 'none'}"
+            f"(simulator bandwidth {bandwidth or 'none'} B/s, latency {latency} s"
             + ("" if self.simulate else f", tc rate {link.rate or 'none'}")
             + ")"
         )

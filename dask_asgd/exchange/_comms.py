@@ -5,7 +5,7 @@ training thread calls :meth:`Publisher.publish`, which snapshots the array,
 reserves one of ``max_in_flight`` send slots and hands the send to the worker's
 event loop; it never waits for the network. Past the bound a message is
 dropped and counted, never queued: a queue would only deliver states that are
-older by the time they arrive (NOTES.md Q8, "drop if busy" bounded memory).
+older by the time they arrive, and dropping while busy keeps memory bounded.
 
 Errors of a send (dead peer, timeout, a peer without the plugin) are counted
 and logged, never raised into the training thread. The transport is injected
@@ -31,13 +31,7 @@ from typing import Any
 import numpy as np
 from distributed.protocol import to_serialize
 
-from ._core import (
-    RECEIVE_HANDLER,
-    TopicSpec,
-    config_value,
-    parse_rate,
-    parse_timeout,
-)
+from ._types import RECEIVE_HANDLER, TopicSpec
 
 logger = logging.getLogger(__name__)
 #: Per-message tracing; very verbose, off unless enabled explicitly.
@@ -110,25 +104,6 @@ class LinkShaper:
         #: Total seconds of waiting (rate and latency) over all messages.
         self.wait_total: float = 0.0
 
-    @classmethod
-    def from_config(cls) -> LinkShaper | None:
-        """Build the shaper from ``asgd.exchange.simulate.*``, or None if off.
-
-        Returns
-        -------
-        LinkShaper or None
-            None unless a bandwidth or a positive latency is configured.
-        """
-        bandwidth = parse_rate(
-            config_value("simulate.bandwidth"), "asgd.exchange.simulate.bandwidth"
-        )
-        latency = parse_timeout(
-            config_value("simulate.latency"), "asgd.exchange.simulate.latency"
-        )
-        if bandwidth is None and not latency:
-            return None
-        return cls(bandwidth, latency or 0.0)
-
     def reserve(self, nbytes: int) -> float:
         """Take ``nbytes`` tokens and return how long the send must wait.
 
@@ -198,7 +173,7 @@ class LinkShaper:
 
 def _plain_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
     # Metadata travels msgpack-encoded; a NumPy scalar would make distributed
-    # fall back to pickle and log an INFO line for every message (NOTES.md Q1).
+    # fall back to pickle and log an INFO line for every message.
     if not metadata:
         return {}
     return {
@@ -229,7 +204,7 @@ class Publisher:
     Parameters
     ----------
     spec : TopicSpec
-        Topic, run, in-flight bound, send timeout and seed.
+        Topic, in-flight bound, send timeout and seed.
     sender : str
         This worker's address; never chosen as a random target.
     rpc : callable
@@ -238,7 +213,8 @@ class Publisher:
     loop : asyncio.AbstractEventLoop
         The event loop that runs the sends (the worker's).
     peers : sequence of str, default=()
-        Addresses to choose targets from.
+        Addresses to choose random targets from, fixed for the publisher's
+        life; this worker's own address is skipped.
     shaper : LinkShaper, optional
         Link simulator shared by the worker's publishers.
     """
@@ -260,11 +236,13 @@ class Publisher:
         self._shaper = shaper
         self._lock = threading.Lock()
         self._rng = random.Random(spec.seed)
-        self._peers: tuple[str, ...] = ()
-        self._targets: tuple[str, ...] = ()
+        if isinstance(peers, str):
+            raise TypeError("peers must be a sequence of addresses, not one str")
+        self._peers: tuple[str, ...] = tuple(dict.fromkeys(peers))
+        self._targets: tuple[str, ...] = tuple(p for p in self._peers if p != sender)
         # Only touched on the loop thread: keeps the send tasks alive (the
         # loop holds tasks weakly) and lets aclose() cancel them.
-        self._tasks: set[asyncio.Task[str]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._warned: set[str] = set()
         # Snapshot buffers of finished sends, reused by later snapshots.
         self._spare: list[np.ndarray] = []
@@ -287,32 +265,13 @@ class Publisher:
         self._in_flight: int = 0
         self._latency_total: float = 0.0
         self._latency_count: int = 0
-        self.set_peers(peers)
 
-    # ---------------------------------------------------------------- peers
+    # ------------------------------------------------------------- sending
 
     @property
     def peers(self) -> tuple[str, ...]:
-        """The current peers (may include this worker)."""
+        """The peers, without duplicates (may include this worker)."""
         return self._peers
-
-    def set_peers(self, peers: Sequence[str]) -> None:
-        """Replace the peers that random targets are drawn from.
-
-        Parameters
-        ----------
-        peers : sequence of str
-            Peer addresses; this worker's own address is ignored for random
-            choice. Sends already in flight to a removed peer are not stopped.
-        """
-        if isinstance(peers, str):
-            raise TypeError("peers must be a sequence of addresses, not one str")
-        unique = tuple(dict.fromkeys(peers))
-        with self._lock:
-            self._peers = unique
-            self._targets = tuple(p for p in unique if p != self.sender)
-
-    # ------------------------------------------------------------- sending
 
     @property
     def in_flight(self) -> int:
@@ -355,12 +314,12 @@ class Publisher:
 
     def _snapshot(self, payload: np.ndarray, reusable: bool) -> np.ndarray:
         # The send is zero-copy: the frames share memory with the array until
-        # the write finished, so the caller's array must not change meanwhile
-        # (NOTES.md pitfall 1). Copy it into a spare buffer of an earlier
-        # send when there is one: distributed's nanny sets
-        # MALLOC_TRIM_THRESHOLD_, so in a worker every large fresh array is a
-        # new mmap whose page faults cost 1.6 ms per 8 MB against 0.2 ms for a
-        # copy into warm memory (benchmarks/bench_exchange.py).
+        # the write finished, so the caller's array must not change meanwhile.
+        # Copy it into a spare buffer of an earlier send when there is one:
+        # distributed's nanny sets MALLOC_TRIM_THRESHOLD_, so in a worker every
+        # large fresh array is a new mmap whose page faults cost 1.6 ms per
+        # 8 MB against 0.2 ms for a copy into warm memory
+        # (benchmarks/bench_exchange.py).
         source = np.asarray(payload)
         buffer = None
         if reusable:
@@ -398,7 +357,6 @@ class Publisher:
         array = self._snapshot(payload, reusable) if copy else np.asarray(payload)
         message = {
             "topic": self.spec.topic,
-            "run_id": self.spec.run_id,
             "sender": self.sender,
             "payload": to_serialize(array),
             "metadata": _plain_metadata(metadata),
@@ -455,57 +413,16 @@ class Publisher:
             return False
         return True
 
-    async def publish_async(
-        self,
-        payload: np.ndarray,
-        metadata: dict[str, Any] | None = None,
-        peer: str | None = None,
-        *,
-        copy: bool = True,
-    ) -> bool:
-        """Send like :meth:`publish`, from the event loop, and await the end.
-
-        Parameters
-        ----------
-        payload : numpy.ndarray
-            The array to send.
-        metadata : dict, optional
-            Small dict of msgpack-native values sent along.
-        peer : str, optional
-            Target address; by default a random peer other than this worker.
-        copy : bool, default=True
-            Snapshot ``payload`` first.
-
-        Returns
-        -------
-        bool
-            True if the peer accepted the message into its mailbox; False if
-            it was dropped, refused or the send failed.
-        """
-        target = self._reserve(peer)
-        if target is None:
-            return False
-        try:
-            outgoing = self._prepare(
-                target, payload, metadata, copy, time.perf_counter()
-            )
-        except BaseException:
-            self._release(_CANCELLED, 0, None)
-            raise
-        return (await self._start(outgoing)) == _SENT
-
-    def _start(self, outgoing: _Outgoing) -> asyncio.Future[str]:
+    def _start(self, outgoing: _Outgoing) -> None:
         """Start the send task; runs on the loop thread."""
         if self._cancelling:
             # aclose() ran between publish() and this callback.
             self._release(_CANCELLED, outgoing.nbytes, None)
-            cancelled: asyncio.Future[str] = self._loop.create_future()
-            cancelled.set_result(_CANCELLED)
-            return cancelled
+            return
         task = self._loop.create_task(self._send(outgoing))
         self._tasks.add(task)
 
-        def done(task: asyncio.Task[str]) -> None:
+        def done(task: asyncio.Task[None]) -> None:
             self._tasks.discard(task)
             # A task cancelled before its first step never enters _send's
             # body, so cancellation is accounted for here, in one place.
@@ -513,9 +430,8 @@ class Publisher:
                 self._release(_CANCELLED, outgoing.nbytes, None)
 
         task.add_done_callback(done)
-        return task
 
-    async def _send(self, outgoing: _Outgoing) -> str:
+    async def _send(self, outgoing: _Outgoing) -> None:
         target, nbytes = outgoing.target, outgoing.nbytes
         timeout = self.spec.timeout_for(nbytes)
         latency: float | None = None
@@ -554,7 +470,6 @@ class Publisher:
             "%s -> %s: %d bytes, %s", self.spec, target, nbytes, outcome
         )
         self._release(outcome, nbytes, latency)
-        return outcome
 
     async def _with_timeout(self, call: Awaitable[Any], timeout: float | None) -> Any:
         if timeout is None:
@@ -567,8 +482,9 @@ class Publisher:
         return await asyncio.wait_for(call, timeout)  # pragma: no cover
 
     def _note_failure(self, target: str, reason: str) -> None:
-        # Warn once per peer: a dead peer would otherwise log every send until
-        # the membership update arrives; the counters carry the rest.
+        # Warn once per peer: a dead peer stays among the peers for the rest
+        # of the run and would otherwise log every send; the counters carry
+        # the rest.
         if target not in self._warned:
             self._warned.add(target)
             logger.warning("%s: send to %s failed: %s", self.spec, target, reason)

@@ -1,9 +1,8 @@
-"""The worker half of the exchange: handlers, subscriptions and endpoints.
+"""The worker half of the exchange: the handler, subscriptions and endpoints.
 
 :class:`ExchangeWorkerPlugin` installs the ``asgd_exchange_receive`` handler
-(peers push messages to it over distributed's rpc) and the
-``asgd_exchange_peers`` stream handler (a scheduler-side component pushes
-membership changes to it), and keeps this worker's subscriptions by topic.
+(peers push messages to it over distributed's rpc) and keeps this worker's
+subscriptions by topic.
 
 A training task calls :func:`join_topic` and gets an :class:`Endpoint`. The
 endpoint's methods run in the task's thread and return at once: they touch
@@ -23,19 +22,12 @@ import numpy as np
 from distributed.diagnostics.plugin import WorkerPlugin
 from distributed.protocol.serialize import Serialize
 
+from dask_asgd._config import parse_rate, parse_seconds
+from dask_asgd._exceptions import PluginNotInstalledError
+
 from ._comms import LinkShaper, Publisher
-from ._core import (
-    PEERS_HANDLER,
-    PLUGIN_NAME,
-    RECEIVE_HANDLER,
-    Message,
-    TopicSpec,
-    config_value,
-    get_exchange_plugin,
-    parse_rate,
-    parse_timeout,
-)
 from ._mailbox import Mailbox
+from ._types import PLUGIN_NAME, RECEIVE_HANDLER, Message, TopicSpec
 
 if TYPE_CHECKING:
     # Only for annotations: importing Worker at run time is not needed.
@@ -46,8 +38,8 @@ logger = logging.getLogger(__name__)
 message_logger = logging.getLogger(__name__ + ".messages")
 
 #: Closed subscriptions remembered per worker, so that late messages of a
-#: closed run are refused *and* counted on its endpoint. Runs end rarely (once
-#: per fit), so a short memory covers every late message in practice.
+#: closed topic are refused *and* counted on its endpoint. Topics end rarely
+#: (once per fit), so a short memory covers every late message in practice.
 _RETIRED_LIMIT = 64
 
 
@@ -60,7 +52,7 @@ class Endpoint:
     Parameters
     ----------
     spec : TopicSpec
-        Topic, run and buffer sizes.
+        Topic, buffer sizes and send limits.
     plugin : ExchangeWorkerPlugin
         The plugin that routes this worker's incoming messages.
     publisher : Publisher
@@ -70,7 +62,7 @@ class Endpoint:
     def __init__(
         self, spec: TopicSpec, plugin: ExchangeWorkerPlugin, publisher: Publisher
     ) -> None:
-        #: Topic, run and buffer sizes.
+        #: Topic, buffer sizes and send limits.
         self.spec: TopicSpec = spec
         self._plugin = plugin
         self._publisher = publisher
@@ -78,7 +70,7 @@ class Endpoint:
         self._lock = threading.Lock()
         self._closed: bool = False
         self._bytes_received: int = 0
-        self._refused: Counter[str] = Counter()
+        self._refused: int = 0
 
     # ----------------------------------------------------------------------
     # Methods for worker thread
@@ -150,17 +142,6 @@ class Endpoint:
         """
         return self._mailbox.drain()
 
-    def set_peers(self, peers: Sequence[str]) -> None:
-        """Replace the peers (e.g. after a peer died or a worker joined).
-
-        Parameters
-        ----------
-        peers : sequence of str
-            Live peer addresses; this worker's own address may be included
-            and is never drawn as a random target.
-        """
-        self._publisher.set_peers(peers)
-
     def stats(self) -> dict[str, int | float]:
         """Return the counters of this endpoint.
 
@@ -175,7 +156,7 @@ class Endpoint:
             peer's answer) and ``send_latency_total``. Receiving side:
             ``received`` (entered the mailbox), ``lost`` (overwritten unread),
             ``read``, ``unread``, ``bytes_received`` and ``refused`` (messages
-            of another run of this topic, or that came after :meth:`close`).
+            that came after :meth:`close`).
         """
         out = self._publisher.stats()
         box = self._mailbox.counters()
@@ -185,14 +166,15 @@ class Endpoint:
         out["unread"] = box["unread"]
         with self._lock:
             out["bytes_received"] = self._bytes_received
-            out["refused"] = sum(self._refused.values())
+            out["refused"] = self._refused
         return out
 
     def close(self) -> None:
-        """Unsubscribe: later messages for this topic and run are refused.
+        """Unsubscribe: later messages for this topic are refused.
 
         Sends already in flight finish (each within ``send_timeout``); new
-        publishes are dropped. Calling it again does nothing.
+        publishes are dropped. Calling it again does nothing. A task that joins
+        the topic on this worker again (a restarted one) gets its messages.
         """
         if self._closed:
             return
@@ -210,43 +192,15 @@ class Endpoint:
     # Methods for the event loop
     # ----------------------------------------------------------------------
 
-    async def publish_async(
-        self,
-        payload: np.ndarray,
-        metadata: dict[str, Any] | None = None,
-        peer: str | None = None,
-        *,
-        copy: bool = True,
-    ) -> bool:
-        """Publish from code on the event loop and wait for the peer's answer.
-
-        Parameters
-        ----------
-        payload : numpy.ndarray
-            The array.
-        metadata : dict, optional
-            Small dict of msgpack-native values.
-        peer : str, optional
-            Target address; by default a random peer.
-        copy : bool, default=True
-            Snapshot ``payload`` first.
-
-        Returns
-        -------
-        bool
-            True if the peer accepted the message into its mailbox.
-        """
-        return await self._publisher.publish_async(payload, metadata, peer, copy=copy)
-
     def _deliver(self, message: Message) -> None:
         if self._mailbox.put(message):
             message_logger.debug("%s: overwrote an unread message", self.spec)
         with self._lock:
             self._bytes_received += message.nbytes
 
-    def _count_refused(self, reason: str) -> None:
+    def _count_refused(self) -> None:
         with self._lock:
-            self._refused[reason] += 1
+            self._refused += 1
 
     async def _aclose(self) -> None:
         self._closed = True
@@ -268,18 +222,21 @@ class ExchangeWorkerPlugin(WorkerPlugin):
     Parameters
     ----------
     bandwidth : float or str, optional
-        Simulated outgoing bandwidth of each worker in bytes/s (``"10MB"``
-        works); default ``asgd.exchange.simulate.bandwidth`` (null: off).
+        Link simulator: outgoing bandwidth of each worker in bytes/s
+        (``"10MB"`` works). None: no bandwidth limit.
     latency : float or str, optional
-        Simulated one-way latency added to each send, in seconds (``"5ms"``
-        works); default ``asgd.exchange.simulate.latency`` (0).
+        Link simulator: one-way latency added to each send, in seconds
+        (``"5ms"`` works). None or 0: none added.
 
     Notes
     -----
-    Handler: ``asgd_exchange_receive(topic, run_id, sender, payload, metadata,
+    With neither a bandwidth nor a latency no link simulator is made. The
+    settings are parsed here, where the plugin is made (on the driver), so a
+    bad value fails there instead of in each worker's ``setup``.
+
+    Handler: ``asgd_exchange_receive(topic, sender, payload, metadata,
     sent_at)`` answers ``{"status": "OK"}`` or ``{"status": "refused",
-    "reason": ...}``. Stream handler: ``asgd_exchange_peers(topic, peers,
-    run_id=None)``; build its message with :func:`peers_message`.
+    "reason": "unknown-topic" | "closed"}``.
     """
 
     #: Registering again must not tear down live subscriptions.
@@ -295,15 +252,17 @@ class ExchangeWorkerPlugin(WorkerPlugin):
     ) -> None:
         # Only plain values here: the plugin is pickled on the client; the
         # live state (locks, endpoints) is made on the worker in setup().
-        self.bandwidth = bandwidth
-        self.latency = latency
+        #: Simulated outgoing bytes/s, or None.
+        self.bandwidth: float | None = parse_rate(bandwidth, "bandwidth")
+        #: Simulated seconds added to every send.
+        self.latency: float = parse_seconds(latency, "latency") or 0.0
 
     # ----------------------------------------------------------------------
     # Lifecycle
     # ----------------------------------------------------------------------
 
     def setup(self, worker: Worker) -> None:
-        """Install the handlers on ``worker`` and read the link simulator config.
+        """Install the handler on ``worker`` and make its link simulator.
 
         Parameters
         ----------
@@ -313,39 +272,28 @@ class ExchangeWorkerPlugin(WorkerPlugin):
         self.worker: Worker = worker
         self._lock = threading.Lock()
         self._active: dict[str, Endpoint] = {}
-        self._retired: OrderedDict[tuple[str, str], Endpoint] = OrderedDict()
+        self._retired: OrderedDict[str, Endpoint] = OrderedDict()
         self._refused: Counter[str] = Counter()
         self._received: int = 0
-        self.shaper: LinkShaper | None = self._make_shaper()
-        worker.handlers[RECEIVE_HANDLER] = self.asgd_exchange_receive
-        worker.stream_handlers[PEERS_HANDLER] = self.asgd_exchange_peers
-        if self.shaper is not None:
+        self.shaper: LinkShaper | None = None
+        if self.bandwidth is not None or self.latency:
+            self.shaper = LinkShaper(self.bandwidth, self.latency)
             logger.info(
                 "Simulating the outgoing link of %s: %r", worker.address, self.shaper
             )
-
-    def _make_shaper(self) -> LinkShaper | None:
-        if self.bandwidth is None and self.latency is None:
-            return LinkShaper.from_config()
-        bandwidth = parse_rate(self.bandwidth, "bandwidth")
-        latency = parse_timeout(self.latency, "latency") or 0.0
-        if bandwidth is None and not latency:
-            return None
-        return LinkShaper(bandwidth, latency)
+        worker.handlers[RECEIVE_HANDLER] = self.asgd_exchange_receive
 
     async def teardown(self, worker: Worker) -> None:
-        """Remove the handlers, close every endpoint and cancel pending sends.
+        """Remove the handler, close every endpoint and cancel pending sends.
 
         Parameters
         ----------
         worker : distributed.Worker
             The worker the plugin is attached to.
         """
-        # Remove only our own entries: a newer plugin instance may own them.
+        # Remove only our own entry: a newer plugin instance may own it.
         if worker.handlers.get(RECEIVE_HANDLER) == self.asgd_exchange_receive:
             del worker.handlers[RECEIVE_HANDLER]
-        if worker.stream_handlers.get(PEERS_HANDLER) == self.asgd_exchange_peers:
-            del worker.stream_handlers[PEERS_HANDLER]
         with self._lock:
             endpoints = [*self._active.values(), *self._retired.values()]
             for endpoint in self._active.values():
@@ -359,15 +307,15 @@ class ExchangeWorkerPlugin(WorkerPlugin):
     # ----------------------------------------------------------------------
 
     def join(self, spec: TopicSpec, peers: Sequence[str]) -> Endpoint:
-        """Subscribe this worker to ``spec.topic`` for ``spec.run_id``.
+        """Subscribe this worker to ``spec.topic``.
 
-        A previous subscription to the topic (an older run, or the same run
-        joined again by a restarted task) is closed and replaced.
+        A previous subscription to the topic (joined again by a restarted
+        task) is closed and replaced.
 
         Parameters
         ----------
         spec : TopicSpec
-            Topic, run and buffer sizes.
+            Topic, buffer sizes and send limits.
         peers : sequence of str
             Addresses to publish to.
 
@@ -389,7 +337,7 @@ class ExchangeWorkerPlugin(WorkerPlugin):
         with self._lock:
             old = self._active.get(spec.topic)
             self._active[spec.topic] = endpoint
-            self._retired.pop((spec.topic, spec.run_id), None)
+            self._retired.pop(spec.topic, None)
         if old is not None:
             logger.info("%s replaces %s on %s", spec, old.spec, self.worker.address)
             old.close()
@@ -400,15 +348,13 @@ class ExchangeWorkerPlugin(WorkerPlugin):
         with self._lock:
             if self._active.get(endpoint.spec.topic) is endpoint:
                 del self._active[endpoint.spec.topic]
-            self._retire(endpoint)
+                self._retire(endpoint)
 
     def _retire(self, endpoint: Endpoint) -> None:
         # Caller holds self._lock.
-        # An active endpoint of the same topic and run (a restarted task that
-        # joined again) takes precedence over this record in the handler.
-        key = (endpoint.spec.topic, endpoint.spec.run_id)
-        self._retired[key] = endpoint
-        self._retired.move_to_end(key)
+        topic = endpoint.spec.topic
+        self._retired[topic] = endpoint
+        self._retired.move_to_end(topic)
         while len(self._retired) > _RETIRED_LIMIT:
             self._retired.popitem(last=False)
 
@@ -435,15 +381,15 @@ class ExchangeWorkerPlugin(WorkerPlugin):
         -------
         dict
             ``received`` (accepted messages), ``refused`` (all refusals),
-            ``refused_by_reason``, ``topics`` (open topics and their run ids)
-            and ``shaper`` (the link simulator's counters, or None).
+            ``refused_by_reason``, ``topics`` (the open topics, sorted) and
+            ``shaper`` (the link simulator's counters, or None).
         """
         with self._lock:
             return {
                 "received": self._received,
                 "refused": sum(self._refused.values()),
                 "refused_by_reason": dict(self._refused),
-                "topics": {t: e.spec.run_id for t, e in self._active.items()},
+                "topics": sorted(self._active),
                 "shaper": None if self.shaper is None else self.shaper.counters(),
             }
 
@@ -454,7 +400,6 @@ class ExchangeWorkerPlugin(WorkerPlugin):
     def asgd_exchange_receive(
         self,
         topic: str,
-        run_id: str,
         sender: str,
         payload: Any,
         metadata: dict[str, Any] | None = None,
@@ -469,8 +414,6 @@ class ExchangeWorkerPlugin(WorkerPlugin):
         ----------
         topic : str
             The topic.
-        run_id : str
-            The sender's run; must match this worker's subscription.
         sender : str
             The sender's address.
         payload : numpy.ndarray
@@ -484,15 +427,15 @@ class ExchangeWorkerPlugin(WorkerPlugin):
         -------
         dict
             ``{"status": "OK"}``, or ``{"status": "refused", "reason": ...}``
-            for an unknown topic, another (stale or newer) run, or a closed
-            subscription.
+            with reason ``"closed"`` for a topic closed on this worker (the
+            refusal is counted on its endpoint too) and ``"unknown-topic"``
+            for one this worker has no subscription to.
         """
         # In-process transports (tests) hand over the Serialize wrapper.
         if isinstance(payload, Serialize):
             payload = payload.data
         message = Message(
             topic=topic,
-            run_id=run_id,
             sender=sender,
             payload=payload,
             metadata=metadata or {},
@@ -501,60 +444,21 @@ class ExchangeWorkerPlugin(WorkerPlugin):
         )
         with self._lock:
             endpoint = self._active.get(topic)
-            if endpoint is not None and endpoint.spec.run_id == run_id:
+            if endpoint is not None:
                 # Delivered under the lock so that a concurrent close() cannot
                 # slip between the check and the put.
                 endpoint._deliver(message)
                 self._received += 1
                 return {"status": "OK"}
-            retired = self._retired.get((topic, run_id))
-            if retired is not None:
-                reason, owner = "closed", retired
-            elif endpoint is not None:
-                reason, owner = "stale-run", endpoint
-            else:
-                reason, owner = "unknown-topic", None
+            closed = self._retired.get(topic)
+            reason = "unknown-topic" if closed is None else "closed"
             self._refused[reason] += 1
-        if owner is not None:
-            owner._count_refused(reason)
+        if closed is not None:
+            closed._count_refused()
         message_logger.debug(
             "Refused %r on %s: %s", message, self.worker.address, reason
         )
         return {"status": "refused", "reason": reason}
-
-    def asgd_exchange_peers(
-        self,
-        topic: str,
-        peers: Sequence[str],
-        run_id: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        """Stream handler: replace the peers of this worker's ``topic``.
-
-        Parameters
-        ----------
-        topic : str
-            The topic.
-        peers : sequence of str
-            The live peers (full list).
-        run_id : str, optional
-            Ignore the update unless the subscription is of this run.
-        **kwargs
-            Ignored; room for future fields.
-        """
-        endpoint = self.endpoint(topic)
-        if endpoint is None or (run_id is not None and endpoint.spec.run_id != run_id):
-            logger.debug(
-                "Ignored peers of %s[%s] on %s: no such subscription",
-                topic,
-                run_id,
-                self.worker.address,
-            )
-            return
-        endpoint.set_peers(peers)
-        logger.debug(
-            "%s on %s: peers are now %s", endpoint.spec, self.worker.address, peers
-        )
 
     def __repr__(self) -> str:
         return (
@@ -562,46 +466,61 @@ class ExchangeWorkerPlugin(WorkerPlugin):
         )
 
 
+def get_exchange_plugin(worker: Worker | None = None) -> ExchangeWorkerPlugin:
+    """Return the exchange plugin of ``worker`` (default: the current worker).
+
+    Parameters
+    ----------
+    worker : distributed.Worker, optional
+        The worker; by default the one running the current task.
+
+    Returns
+    -------
+    ExchangeWorkerPlugin
+        The plugin instance registered under :data:`PLUGIN_NAME`.
+
+    Raises
+    ------
+    PluginNotInstalledError
+        If not called on a worker, or the plugin is not installed there.
+    """
+    if worker is None:
+        from distributed import get_worker
+
+        try:
+            worker = get_worker()
+        except ValueError as e:
+            raise PluginNotInstalledError(
+                "no worker runs the current task", PLUGIN_NAME
+            ) from e
+    plugin = worker.plugins.get(PLUGIN_NAME)
+    if plugin is None:
+        raise PluginNotInstalledError(
+            f"worker {worker.address} has no such plugin", PLUGIN_NAME
+        )
+    if not isinstance(plugin, ExchangeWorkerPlugin):
+        raise PluginNotInstalledError(
+            f"the plugin named {PLUGIN_NAME!r} on {worker.address} is a "
+            f"{type(plugin).__name__}",
+            PLUGIN_NAME,
+        )
+    return plugin
+
+
 def join_topic(
-    topic: str,
-    run_id: str,
-    peers: Sequence[str],
-    *,
-    mailbox_slots: int | None = None,
-    max_in_flight: int | None = None,
-    send_timeout: float | str | None = None,
-    min_bandwidth: float | str | None = None,
-    seed: int | None = None,
-    worker: Worker | None = None,
+    spec: TopicSpec, peers: Sequence[str], *, worker: Worker | None = None
 ) -> Endpoint:
-    """Subscribe the current worker to ``topic`` and return its endpoint.
+    """Subscribe the current worker to ``spec.topic`` and return its endpoint.
 
     Call it from the training task (a Dask task on a worker with
     :class:`ExchangeWorkerPlugin` installed). It returns at once.
 
     Parameters
     ----------
-    topic : str
-        Topic name, e.g. one per fit.
-    run_id : str
-        Identifier of this run; messages of other runs are refused.
+    spec : TopicSpec
+        Topic, buffer sizes, send limits and seed, as the caller chose them.
     peers : sequence of str
         Worker addresses to publish to (this worker's own is skipped).
-    mailbox_slots : int, optional
-        Unread messages kept; default ``asgd.exchange.mailbox-slots`` (4).
-    max_in_flight : int, optional
-        Sends pending before new messages are dropped; default
-        ``asgd.exchange.max-in-flight`` (2).
-    send_timeout : float or str, optional
-        Limit of one send, in seconds or as ``"2s"``; default
-        ``asgd.exchange.send-timeout`` (2 s).
-    min_bandwidth : float or str, optional
-        Slowest link a message is given time for, in bytes per second or as
-        ``"1MB"``: a send of ``n`` bytes may take
-        ``send_timeout + n / min_bandwidth``; default
-        ``asgd.exchange.min-bandwidth`` (1 MB/s).
-    seed : int, optional
-        Seed of the random peer choice.
     worker : distributed.Worker, optional
         The worker; by default the one running the current task.
 
@@ -618,32 +537,14 @@ def join_topic(
 
     Examples
     --------
-    >>> def train(run_id, peers):  # doctest: +SKIP
-    ...     with join_topic("fit-1", run_id, peers) as endpoint:
+    >>> spec = TopicSpec(  # doctest: +SKIP
+    ...     "fit-1", mailbox_slots=4, max_in_flight=2, send_timeout=2.0,
+    ...     min_bandwidth=1e6,
+    ... )
+    >>> def train(spec, peers):  # doctest: +SKIP
+    ...     with join_topic(spec, peers) as endpoint:
     ...         endpoint.publish(weights, {"step": 1})
     ...         for message in endpoint.receive():
     ...             merge(message.payload)
     """
-    plugin = get_exchange_plugin(worker)
-    if mailbox_slots is None:
-        mailbox_slots = int(config_value("mailbox-slots"))
-    if max_in_flight is None:
-        max_in_flight = int(config_value("max-in-flight"))
-    timeout = parse_timeout(
-        config_value("send-timeout") if send_timeout is None else send_timeout,
-        "send_timeout",
-    )
-    bandwidth_floor = parse_rate(
-        config_value("min-bandwidth") if min_bandwidth is None else min_bandwidth,
-        "min_bandwidth",
-    )
-    spec = TopicSpec(
-        topic=topic,
-        run_id=run_id,
-        mailbox_slots=mailbox_slots,
-        max_in_flight=max_in_flight,
-        send_timeout=timeout,
-        min_bandwidth=bandwidth_floor,
-        seed=seed,
-    )
-    return plugin.join(spec, peers)
+    return get_exchange_plugin(worker).join(spec, peers)

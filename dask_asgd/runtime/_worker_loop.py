@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..coordination import EpochAnswer, WorkerControlPlane
-from ..exchange import join_topic
+from ..exchange import TopicSpec, join_topic
 from ..learners import Partition
 from ._communicator import Communicator, SettingsSource
 from ._loop_cpu import event_loop_cpu_clock
@@ -206,7 +206,16 @@ def open_communicator(
     if options.communication == "off" or len(task.peers) <= 1:
         yield None
         return
-    endpoint = join_topic(task.fit_id, task.fit_id, list(task.peers), seed=task.seed)
+    settings = task.config.exchange
+    spec = TopicSpec(
+        topic=task.fit_id,
+        mailbox_slots=settings.mailbox_slots,
+        max_in_flight=settings.max_in_flight,
+        send_timeout=settings.send_timeout,
+        min_bandwidth=settings.min_bandwidth,
+        seed=task.seed,
+    )
+    endpoint = join_topic(spec, task.peers)
     try:
         exchange = StateExchange(
             endpoint,

@@ -1,4 +1,4 @@
-"""In-process fakes of distributed's rpc pool and worker for exchange tests.
+"""In-process fakes of distributed's rpc pool and worker, and test helpers.
 
 Modelled on ``distributed/shuffle/tests/utils.py``: the pool maps an address
 to a receiving callable, so sends run on one event loop, deterministically.
@@ -13,7 +13,7 @@ from typing import Any
 
 from distributed.protocol.serialize import Serialize
 
-from dask_asgd.exchange import RECEIVE_HANDLER
+from dask_asgd.exchange import RECEIVE_HANDLER, TopicSpec
 
 Handler = Callable[..., Any]
 
@@ -85,7 +85,6 @@ def fake_worker(address: str, rpc: FakeRPC) -> Any:
     return SimpleNamespace(
         address=address,
         handlers={},
-        stream_handlers={},
         rpc=rpc,
         loop=SimpleNamespace(asyncio_loop=asyncio.get_running_loop()),
     )
@@ -99,6 +98,34 @@ async def settle(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
         if loop.time() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.001)
+
+
+def topic_spec(topic: str = "t", **settings: Any) -> TopicSpec:
+    """A TopicSpec with small test settings; ``settings`` override them."""
+    return TopicSpec(
+        topic=topic,
+        **{
+            "mailbox_slots": 4,
+            "max_in_flight": 2,
+            "send_timeout": 5.0,
+            "min_bandwidth": None,
+            **settings,
+        },
+    )
+
+
+async def publish_and_wait(sender: Any, *args: Any, **kwargs: Any) -> bool:
+    """Publish with ``sender.publish`` and wait until no send is in flight.
+
+    ``sender`` is a Publisher or an Endpoint with nothing else in flight.
+    Returns True if the peer accepted the message into its mailbox (its
+    ``sent`` counter went up), False if it was dropped, refused or failed.
+    """
+    sent = sender.stats()["sent"]
+    if not sender.publish(*args, **kwargs):
+        return False
+    await settle(lambda: sender.in_flight == 0)
+    return sender.stats()["sent"] == sent + 1
 
 
 def run(coro: Awaitable[Any]) -> Any:

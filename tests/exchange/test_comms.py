@@ -11,25 +11,29 @@ import numpy as np
 import pytest
 
 from dask_asgd.exchange import (
-    PEERS_HANDLER,
     RECEIVE_HANDLER,
     ExchangeWorkerPlugin,
     LinkShaper,
     Publisher,
     TopicSpec,
-    peers_message,
 )
 
-from ._fakes import FakeRPC, Recorder, fake_worker, run, settle
+from ._fakes import (
+    FakeRPC,
+    Recorder,
+    fake_worker,
+    publish_and_wait,
+    run,
+    settle,
+    topic_spec,
+)
 
 A, B, C = "tcp://a:1", "tcp://b:1", "tcp://c:1"
 
 
 def make_publisher(rpc, *, peers=(B,), shaper=None, **spec):
-    spec.setdefault("max_in_flight", 2)
-    spec.setdefault("send_timeout", 5.0)
     return Publisher(
-        TopicSpec("t", "run-1", **spec),
+        topic_spec(**spec),
         sender=A,
         rpc=rpc,
         loop=asyncio.get_running_loop(),
@@ -62,7 +66,7 @@ def test_publish_delivers_a_snapshot_with_metadata():
         np.testing.assert_array_equal(msg["payload"], np.arange(5.0))
         assert msg["metadata"] == {"step": 3, "loss": 0.5}
         assert type(msg["metadata"]["step"]) is int  # msgpack-native
-        assert (msg["topic"], msg["run_id"], msg["sender"]) == ("t", "run-1", A)
+        assert (msg["topic"], msg["sender"]) == ("t", A)
         assert msg["sent_at"] <= time.time()
         stats = pub.stats()
         assert stats["sent"] == 1
@@ -95,30 +99,24 @@ def test_in_flight_bound_drops_and_counts_never_queues():
     run(main())
 
 
-def test_random_target_excludes_self_and_follows_set_peers():
+def test_random_target_excludes_self():
     async def main():
         recorders = {addr: Recorder() for addr in (A, B, C)}
-        pub = make_publisher(FakeRPC(recorders), peers=[A, B, C], max_in_flight=100)
+        pub = make_publisher(FakeRPC(recorders), peers=[A, B, C, B], max_in_flight=100)
+        assert pub.peers == (A, B, C)
         for _ in range(40):
             assert pub.publish(np.zeros(1))
         await settle(lambda: pub.in_flight == 0)
         assert not recorders[A].messages
         assert recorders[B].messages and recorders[C].messages
-
-        pub.set_peers([A, C])  # B died
-        for _ in range(10):
-            pub.publish(np.zeros(1))
-        await settle(lambda: pub.in_flight == 0)
-        assert len(recorders[B].messages) + len(recorders[C].messages) == 50
-        assert len(recorders[C].messages) >= 10
+        assert len(recorders[B].messages) + len(recorders[C].messages) == 40
         # An explicit peer is honoured, even this worker itself.
-        before = len(recorders[B].messages)
-        assert pub.publish(np.zeros(1), peer=B)
+        assert pub.publish(np.zeros(1), peer=A)
         await settle(lambda: pub.in_flight == 0)
-        assert len(recorders[B].messages) == before + 1
+        assert len(recorders[A].messages) == 1
 
         with pytest.raises(TypeError, match="sequence of addresses"):
-            pub.set_peers(B)
+            make_publisher(FakeRPC(recorders), peers=B)
 
     run(main())
 
@@ -132,7 +130,7 @@ def test_snapshot_buffers_are_reused_except_in_process(peer, reused):
         state = np.zeros(4)
         for step in range(3):
             state[:] = step
-            assert await pub.publish_async(state)
+            assert await publish_and_wait(pub, state)
         payloads = [m["payload"] for m in recorder.messages]
         assert all(p is not state for p in payloads)
         if reused:
@@ -142,7 +140,7 @@ def test_snapshot_buffers_are_reused_except_in_process(peer, reused):
             # inproc:// hands the object to the receiver: never reuse it.
             assert [p[0] for p in payloads] == [0, 1, 2]
         # Another shape gets a fresh buffer.
-        assert await pub.publish_async(np.ones(2))
+        assert await publish_and_wait(pub, np.ones(2))
         assert recorder.messages[-1]["payload"] is not payloads[0]
 
     run(main())
@@ -181,7 +179,7 @@ def test_no_peer_is_a_counted_drop():
         ({B: Recorder(reply="no handler")}, "failed"),  # peer without the plugin
         ({B: lambda **msg: None}, "failed"),
         (
-            {B: Recorder({"status": "refused", "reason": "stale-run"})},
+            {B: Recorder({"status": "refused", "reason": "unknown-topic"})},
             "refused_by_peer",
         ),
     ],
@@ -275,7 +273,7 @@ def test_publish_on_a_closed_loop_is_a_counted_failure():
         dead_loop = asyncio.new_event_loop()
         dead_loop.close()
         pub = Publisher(
-            TopicSpec("t", "r"), sender=A, rpc=FakeRPC(), loop=dead_loop, peers=[B]
+            topic_spec(), sender=A, rpc=FakeRPC(), loop=dead_loop, peers=[B]
         )
         assert pub.publish(np.zeros(1)) is False
         stats = pub.stats()
@@ -415,12 +413,12 @@ def test_simulated_bandwidth_slows_real_sends_down():
 
         t0 = time.perf_counter()
         for _ in range(n):
-            assert await fast.publish_async(payload)
+            assert await publish_and_wait(fast, payload)
         fast_elapsed = time.perf_counter() - t0
 
         t0 = time.perf_counter()
         for _ in range(n):
-            assert await slow.publish_async(payload)
+            assert await publish_and_wait(slow, payload)
         slow_elapsed = time.perf_counter() - t0
 
         assert shaper.tokens_consumed == n * nbytes
@@ -434,32 +432,52 @@ def test_simulated_bandwidth_slows_real_sends_down():
     run(main())
 
 
-def test_shaper_from_config():
-    import dask
+@pytest.mark.parametrize(
+    "settings, expected",
+    [
+        ({}, None),
+        ({"bandwidth": None, "latency": 0}, None),
+        ({"bandwidth": "10 MB", "latency": "5ms"}, (10e6, 0.005)),
+        ({"bandwidth": "1 MB", "latency": "10ms"}, (1e6, 0.01)),
+        ({"latency": 0.25}, (None, 0.25)),
+        ({"bandwidth": 2e6}, (2e6, 0.0)),
+    ],
+)
+def test_link_simulator_settings_of_the_plugin(settings, expected):
+    async def main():
+        wb = fake_worker(B, FakeRPC())
+        plugin = ExchangeWorkerPlugin(**settings)
+        plugin.setup(wb)
+        if expected is None:
+            assert plugin.shaper is None
+        else:
+            assert plugin.shaper is not None
+            bandwidth, latency = expected
+            assert plugin.shaper.bandwidth == bandwidth
+            assert plugin.shaper.latency == pytest.approx(latency)
+        await plugin.teardown(wb)
 
-    with dask.config.set({"asgd.exchange.simulate.bandwidth": None}):
-        assert LinkShaper.from_config() is None
-    with dask.config.set(
-        {
-            "asgd.exchange.simulate.bandwidth": "10 MB",
-            "asgd.exchange.simulate.latency": "5ms",
-        }
-    ):
-        shaper = LinkShaper.from_config()
-        assert shaper is not None
-        assert (shaper.bandwidth, shaper.latency) == (10e6, pytest.approx(0.005))
-    with dask.config.set({"asgd.exchange.simulate.latency": 0.25}):
-        shaper = LinkShaper.from_config()
-        assert shaper is not None and shaper.bandwidth is None
-    with dask.config.set({"asgd.exchange.simulate.bandwidth": 0}):
-        with pytest.raises(ValueError, match="bytes/s"):
-            LinkShaper.from_config()
+    run(main())
+
+
+@pytest.mark.parametrize(
+    "settings, match",
+    [
+        ({"bandwidth": 0}, "bytes/s"),
+        # dask's parse_timedelta refuses it, with a message of its own.
+        ({"latency": -1}, None),
+    ],
+)
+def test_plugin_refuses_bad_link_simulator_settings_where_it_is_made(settings, match):
+    # Parsed in the constructor: on the driver, before the plugin travels.
+    with pytest.raises(ValueError, match=match):
+        ExchangeWorkerPlugin(**settings)
 
 
 # ------------------------------------- receive handler and plugin on fake workers
 
 
-def test_plugin_routes_refuses_stale_and_counts_on_fake_workers():
+def test_plugin_routes_refuses_and_counts_on_fake_workers():
     async def main():
         rpc = FakeRPC()
         wa, wb = fake_worker(A, rpc), fake_worker(B, rpc)
@@ -467,121 +485,101 @@ def test_plugin_routes_refuses_stale_and_counts_on_fake_workers():
         pa.setup(wa)
         pb.setup(wb)
         assert wb.handlers[RECEIVE_HANDLER] == pb.asgd_exchange_receive
-        assert wb.stream_handlers[PEERS_HANDLER] == pb.asgd_exchange_peers
         rpc.handlers.update(
             {A: wa.handlers[RECEIVE_HANDLER], B: wb.handlers[RECEIVE_HANDLER]}
         )
 
-        spec = {"send_timeout": 1.0}
-        ea = pa.join(TopicSpec("t", "run-1", **spec), [A, B])
-        eb = pb.join(TopicSpec("t", "run-1", mailbox_slots=2, **spec), [A, B])
-        old_run = pa.join(TopicSpec("u", "run-0", **spec), [B])
-        pb.join(TopicSpec("u", "run-1", **spec), [A])
-        unknown = pa.join(TopicSpec("nobody-listens", "run-1", **spec), [B])
+        ea = pa.join(topic_spec(send_timeout=1.0), [A, B])
+        eb = pb.join(topic_spec(mailbox_slots=2, send_timeout=1.0), [A, B])
+        unknown = pa.join(topic_spec("nobody-listens", send_timeout=1.0), [B])
+        assert pb.stats()["topics"] == ["t"]
 
         # Delivered: three messages into two slots, one counted lost.
         for i in range(3):
-            assert await ea.publish_async(np.full(3, i), {"i": i})
-        # Stale run and unknown topic: refused, counted on both sides.
-        assert await old_run.publish_async(np.zeros(3)) is False
-        assert await unknown.publish_async(np.zeros(3)) is False
+            assert await publish_and_wait(ea, np.full(3, i), {"i": i})
+        # Unknown topic: refused, counted on both sides.
+        assert await publish_and_wait(unknown, np.zeros(3)) is False
 
         messages = eb.receive()
         assert [m.metadata["i"] for m in messages] == [1, 2]
-        assert all(m.sender == A and m.run_id == "run-1" for m in messages)
+        assert all(m.sender == A and m.topic == "t" for m in messages)
         assert all(m.received_at >= m.sent_at > 0 for m in messages)
         stats_b = eb.stats()
         assert (stats_b["received"], stats_b["lost"], stats_b["read"]) == (3, 1, 2)
         assert stats_b["bytes_received"] == 3 * 24
-        assert pb.endpoint("u").stats()["refused"] == 1
-        assert old_run.stats()["refused_by_peer"] == 1
+        assert stats_b["refused"] == 0
         assert unknown.stats()["refused_by_peer"] == 1
-        assert pb.stats()["refused_by_reason"] == {"stale-run": 1, "unknown-topic": 1}
+        assert pb.stats()["refused_by_reason"] == {"unknown-topic": 1}
 
-        # After close, messages of that run are refused and counted on it.
+        # After close, messages of that topic are refused and counted on it.
         eb.close()
         eb.close()  # idempotent
         assert eb.closed and pb.endpoint("t") is None
-        assert await ea.publish_async(np.zeros(3)) is False
+        assert pb.stats()["topics"] == []
+        assert await publish_and_wait(ea, np.zeros(3)) is False
+        assert ea.stats()["refused_by_peer"] == 1
         assert eb.stats()["refused"] == 1
-        assert pb.stats()["refused_by_reason"]["closed"] == 1
+        assert pb.stats()["refused_by_reason"] == {"unknown-topic": 1, "closed": 1}
         assert eb.publish(np.zeros(3)) is False  # closed: dropped, not raised
         assert eb.receive() == []
 
-        # Membership pushed by a scheduler-side component (stream handler).
-        msg = peers_message("t", [B, C])
-        op = msg.pop("op")
-        wa.stream_handlers[op](**msg)
-        assert ea.peers == (B, C)
-        wa.stream_handlers[op](topic="t", peers=[C], run_id="other-run")
-        assert ea.peers == (B, C)  # an update for another run is ignored
-
         await pa.teardown(wa)
         await pb.teardown(wb)
-        assert not [
-            h for h in (*wa.handlers, *wa.stream_handlers) if h.startswith("asgd")
-        ]
-        assert not [
-            h for h in (*wb.handlers, *wb.stream_handlers) if h.startswith("asgd")
-        ]
+        assert not [h for h in wa.handlers if h.startswith("asgd")]
+        assert not [h for h in wb.handlers if h.startswith("asgd")]
         assert ea.closed and ea.publish(np.zeros(1)) is False
 
     run(main())
 
 
-def test_rejoining_a_topic_replaces_the_old_run():
+def test_rejoining_a_topic_replaces_the_old_subscription():
     async def main():
         rpc = FakeRPC()
         wb = fake_worker(B, rpc)
         plugin = ExchangeWorkerPlugin()
         plugin.setup(wb)
-        first = plugin.join(TopicSpec("t", "run-1"), [A])
-        second = plugin.join(TopicSpec("t", "run-2"), [A])
+        first = plugin.join(topic_spec(), [A])
+        second = plugin.join(topic_spec(), [A])
         assert first.closed and not second.closed
         assert plugin.endpoint("t") is second
-        reply = plugin.asgd_exchange_receive(
-            topic="t", run_id="run-1", sender=A, payload=np.zeros(1)
-        )
-        assert reply == {"status": "refused", "reason": "closed"}
-        assert first.stats()["refused"] == 1 and second.stats()["refused"] == 0
-        reply = plugin.asgd_exchange_receive(
-            topic="t", run_id="run-2", sender=A, payload=np.zeros(1)
-        )
+        # The topic's messages now go to the new subscription.
+        reply = plugin.asgd_exchange_receive(topic="t", sender=A, payload=np.zeros(1))
         assert reply == {"status": "OK"}
+        assert second.stats()["received"] == 1
+        assert first.stats()["received"] == first.stats()["refused"] == 0
+        # Closed for good: refused, and counted on the last subscription.
+        second.close()
+        reply = plugin.asgd_exchange_receive(topic="t", sender=A, payload=np.zeros(1))
+        assert reply == {"status": "refused", "reason": "closed"}
+        assert second.stats()["refused"] == 1 and first.stats()["refused"] == 0
+        # Joined again later (a restarted task): delivered again.
+        third = plugin.join(topic_spec(), [A])
+        reply = plugin.asgd_exchange_receive(topic="t", sender=A, payload=np.zeros(1))
+        assert reply == {"status": "OK"}
+        assert third.stats()["received"] == 1
         await plugin.teardown(wb)
-
-    run(main())
-
-
-def test_explicit_shaper_settings_on_the_plugin():
-    async def main():
-        wb = fake_worker(B, FakeRPC())
-        plugin = ExchangeWorkerPlugin(bandwidth="1 MB", latency="10ms")
-        plugin.setup(wb)
-        assert plugin.shaper is not None
-        assert plugin.shaper.bandwidth == 1e6
-        assert plugin.shaper.latency == pytest.approx(0.01)
-        await plugin.teardown(wb)
-        off = ExchangeWorkerPlugin(latency=0)
-        off.setup(wb)
-        assert off.shaper is None
-        await off.teardown(wb)
 
     run(main())
 
 
 @pytest.mark.parametrize(
-    "kwargs, match",
+    "settings, match",
     [
         ({"topic": ""}, "topic"),
-        ({"run_id": ""}, "run_id"),
         ({"mailbox_slots": 0}, "mailbox_slots"),
         ({"max_in_flight": 0}, "max_in_flight"),
         ({"send_timeout": 0}, "send_timeout"),
         ({"min_bandwidth": 0}, "min_bandwidth"),
     ],
 )
-def test_topic_spec_validation(kwargs, match):
-    args = {"topic": "t", "run_id": "r", **kwargs}
+def test_topic_spec_validation(settings, match):
     with pytest.raises(ValueError, match=match):
-        TopicSpec(**args)
+        topic_spec(**settings)
+
+
+def test_topic_spec_settings_are_required():
+    # Defaults live in asgd.yaml only; the caller passes every setting.
+    with pytest.raises(TypeError, match="required"):
+        TopicSpec("t")  # type: ignore[call-arg]
+    spec = TopicSpec("t", 1, 1, None, None)
+    assert spec.seed is None and spec.timeout_for(10**9) is None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
+import uuid
 from typing import Any
 
 import cloudpickle
@@ -11,7 +13,7 @@ import numpy as np
 import pytest
 from distributed import Client, Event, LocalCluster, get_worker, secede
 
-from dask_asgd.exchange import PLUGIN_NAME, ExchangeWorkerPlugin, join_topic, new_run_id
+from dask_asgd.exchange import PLUGIN_NAME, ExchangeWorkerPlugin, TopicSpec, join_topic
 
 N_MESSAGES = 50
 PAYLOAD_SIZE = 10_000
@@ -26,14 +28,15 @@ def _barrier(name: str, index: int, n_members: int, timeout: float) -> None:
             raise TimeoutError(f"member {other} never reached {name}")
 
 
-def _gossip(run_id: str, peers: list[str], index: int) -> dict[str, Any]:
+def _gossip(spec: TopicSpec, peers: list[str], index: int) -> dict[str, Any]:
     """A long-running task that publishes and receives, like a training loop."""
     # Long-running: the worker's slot is freed, so the peer's task and the
-    # Events' client calls are never blocked behind this one (NOTES.md Q3).
+    # Events' client calls are never blocked behind this one (with one thread
+    # per worker, a task that does not secede holds the slot until it ends).
     secede()
-    endpoint = join_topic("gossip", run_id, peers, seed=index)
+    endpoint = join_topic(dataclasses.replace(spec, seed=index), peers)
     # Everyone has subscribed before anyone publishes, so nothing is refused.
-    _barrier(f"{run_id}-joined", index, len(peers), TIMEOUT)
+    _barrier(f"{spec.topic}-joined", index, len(peers), TIMEOUT)
 
     state = np.zeros(PAYLOAD_SIZE)
     received: list[tuple[str, int, bool]] = []
@@ -62,7 +65,7 @@ def _gossip(run_id: str, peers: list[str], index: int) -> dict[str, Any]:
         time.sleep(0.001)
 
     # Don't close while a peer may still publish to us.
-    _barrier(f"{run_id}-done", index, len(peers), TIMEOUT)
+    _barrier(f"{spec.topic}-done", index, len(peers), TIMEOUT)
     endpoint.close()
     return {
         "address": get_worker().address,
@@ -103,11 +106,18 @@ def test_two_process_workers_gossip_and_leave_no_handlers(cluster, by_value):
         client.register_plugin(ExchangeWorkerPlugin(), name=PLUGIN_NAME)
         peers = sorted(client.sync(client.scheduler.identity, n_workers=-1)["workers"])
         assert len(peers) == 2
-        run_id = new_run_id()
+        # Topics are unique per run, as a fit's id is.
+        spec = TopicSpec(
+            topic=f"gossip-{uuid.uuid4().hex}",
+            mailbox_slots=4,
+            max_in_flight=2,
+            send_timeout=2.0,
+            min_bandwidth=1e6,
+        )
         futures = [
             client.submit(
                 _gossip,
-                run_id,
+                spec,
                 peers,
                 i,
                 workers=[addr],

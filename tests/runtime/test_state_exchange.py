@@ -28,7 +28,6 @@ class FakeEndpoint:
 def message(payload, start):
     return Message(
         topic="t",
-        run_id="t",
         sender="w",
         payload=payload,
         metadata={"column_start": start},
