@@ -6,11 +6,10 @@ worker's event loop, in another thread than the training. On a machine with
 few cores that work takes CPU from training as surely as the merge does, so
 the balancer counts it. On a 2-core machine, sending an 8 MB state every
 chunk of 10,000 rows (about 1.2 ms of training) cut two workers' training
-from 8.1 to 4.0 M samples/s,
-mainly through CPU contention between the training threads, the event loops
-and the scheduler. In a
-two-process adaptive fit with a 3.2 MB state the loop's CPU came to about 0.8
-times the exchange time of the training thread.
+from 8.1 to 4.0 M samples/s, mainly through CPU contention between the
+training threads, the event loops and the scheduler. In a two-process
+adaptive fit with a 3.2 MB state the loop's CPU came to about 0.8 times the
+exchange time of the training thread.
 """
 
 from __future__ import annotations
