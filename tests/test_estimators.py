@@ -8,7 +8,7 @@ import dask
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from distributed import Client
+from distributed import Client, LocalCluster
 from distributed.utils_test import poll_for
 from sklearn.base import clone
 from sklearn.datasets import make_classification, make_regression
@@ -205,3 +205,23 @@ def test_embedded_thread_workers_have_no_memory_limit():
     shutdown_embedded()
     assert len(limits) == 2
     assert all(not limit for limit in limits.values())
+
+
+@pytest.mark.parametrize(("min_rows_per_worker", "n_trained"), [(1000, 2), (5000, 1)])
+def test_min_rows_per_worker_sets_the_workers_used(min_rows_per_worker, n_trained):
+    X, y = make_classification(3000, 10, random_state=0)
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+        client.as_current(),
+    ):
+        model = ASGDClassifier(
+            n_workers=None,
+            min_rows_per_worker=min_rows_per_worker,
+            max_iter=2,
+            tol=None,
+            random_state=0,
+        ).fit(X, y)
+    assert model.history_["worker"].nunique() == n_trained

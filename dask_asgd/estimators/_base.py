@@ -52,6 +52,11 @@ logger = logging.getLogger(__name__)
 #: how its workers exchange states.
 COMMUNICATION_PARAMETERS_DOC = """    n_workers : int or None, default=None
         Train on at most this many Dask workers; None uses every worker.
+    min_rows_per_worker : int, default=1024
+        A fit uses fewer workers rather than give any worker fewer than this
+        many rows of in-memory input: small data sets train on one worker,
+        where results match scikit-learn's, instead of averaging models fitted
+        on a handful of rows each. Dask input stays where its chunks are.
     communication : {'adaptive', 'fixed', 'off'}, default='adaptive'
         How workers exchange states during training. ``'fixed'``: every
         ``send_interval`` samples a worker merges the states that peers sent
@@ -78,6 +83,7 @@ COMMUNICATION_PARAMETERS_DOC = """    n_workers : int or None, default=None
 #: Parameter constraints matching :data:`COMMUNICATION_PARAMETERS_DOC`.
 COMMUNICATION_CONSTRAINTS: dict[str, list[Any]] = {
     "n_workers": [Interval(Integral, 1, None, closed="left"), None],
+    "min_rows_per_worker": [Interval(Integral, 1, None, closed="left")],
     "communication": [StrOptions({"adaptive", "fixed", "off"})],
     "send_interval": [Interval(Integral, 1, None, closed="left")],
     "message_size": [Interval(Real, 0, 1, closed="right")],
@@ -422,7 +428,7 @@ def train_on_cluster(
             workers,
             rng,
             shuffle=bool(estimator.shuffle),
-            min_rows_per_worker=int(_config.get("training.min-rows-per-worker")),
+            min_rows_per_worker=int(estimator.min_rows_per_worker),
         )
         return run_fit(
             client,

@@ -190,6 +190,7 @@ class ASGDKMeans(
         random_state: Any = None,
         verbose: int = 0,
         n_workers: int | None = None,
+        min_rows_per_worker: int = 1024,
         communication: str = "adaptive",
         send_interval: int = 4096,
         message_size: float = 1.0,
@@ -207,6 +208,7 @@ class ASGDKMeans(
         self.random_state = random_state
         self.verbose = verbose
         self.n_workers = n_workers
+        self.min_rows_per_worker = min_rows_per_worker
         self.communication = communication
         self.send_interval = send_interval
         self.message_size = message_size

@@ -193,6 +193,7 @@ class ASGDClassifier(LinearClassifierMixin, BaseASGD):
         average: bool | int = False,
         batch_size: int = 1,
         n_workers: int | None = None,
+        min_rows_per_worker: int = 1024,
         communication: str = "adaptive",
         send_interval: int = 4096,
         message_size: float = 1.0,
@@ -220,6 +221,7 @@ class ASGDClassifier(LinearClassifierMixin, BaseASGD):
         self.average = average
         self.batch_size = batch_size
         self.n_workers = n_workers
+        self.min_rows_per_worker = min_rows_per_worker
         self.communication = communication
         self.send_interval = send_interval
         self.message_size = message_size
@@ -667,6 +669,7 @@ class ASGDRegressor(RegressorMixin, BaseASGD):
         average: bool | int = False,
         batch_size: int = 1,
         n_workers: int | None = None,
+        min_rows_per_worker: int = 1024,
         communication: str = "adaptive",
         send_interval: int = 4096,
         message_size: float = 1.0,
@@ -693,6 +696,7 @@ class ASGDRegressor(RegressorMixin, BaseASGD):
         self.average = average
         self.batch_size = batch_size
         self.n_workers = n_workers
+        self.min_rows_per_worker = min_rows_per_worker
         self.communication = communication
         self.send_interval = send_interval
         self.message_size = message_size
