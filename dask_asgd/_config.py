@@ -197,11 +197,3 @@ def load() -> Config:
             ),
         ),
     )
-
-
-def get(key: str, default: Any = None) -> Any:
-    """Return ``asgd.<key>``; kept while callers move to :func:`load`."""
-    try:
-        return _get(key)
-    except KeyError:
-        return default

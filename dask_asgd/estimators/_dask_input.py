@@ -1,4 +1,4 @@
-"""Checks and conversions for Dask arrays and DataFrames given to the estimators.
+"""Checks and conversions of Dask arrays and DataFrames, to fit and to predict.
 
 Dask input is validated lazily: shapes, dtypes and feature names here, values
 (NaN, infinity) on the workers when the partitions are built, so that nothing
@@ -113,41 +113,6 @@ def align_sample_weight(sample_weight: Any, X: Any) -> Any:
             f"sample_weight.shape == {sample_weight.shape}, expected {(X.shape[0],)}!"
         )
     return sample_weight.rechunk((X.chunks[0],))
-
-
-class BinaryTargets:
-    """Labels -> +1 for the positive class, -1 otherwise (picklable)."""
-
-    def __init__(self, positive: Any) -> None:
-        self.positive = positive
-
-    def __call__(self, y: np.ndarray) -> np.ndarray:
-        return np.where(y == self.positive, 1.0, -1.0)
-
-
-class ClassIndexTargets:
-    """Labels -> index in ``classes`` as float; unknown labels raise."""
-
-    def __init__(self, classes: np.ndarray) -> None:
-        self.classes = classes
-
-    def __call__(self, y: np.ndarray) -> np.ndarray:
-        index = np.searchsorted(self.classes, y)
-        index = np.clip(index, 0, self.classes.shape[0] - 1)
-        if not np.array_equal(self.classes[index], y):
-            unknown = np.setdiff1d(np.unique(y), self.classes)
-            raise ValueError(
-                f"y contains labels {unknown.tolist()} that are not in classes "
-                f"{self.classes.tolist()}"
-            )
-        return index.astype(np.float64)
-
-
-class RealTargets:
-    """Regression targets as float64."""
-
-    def __call__(self, y: np.ndarray) -> np.ndarray:
-        return np.asarray(y, dtype=np.float64)
 
 
 def map_rows(function: Any, X: Any, n_columns: int | None, dtype: Any) -> Any:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from numbers import Integral, Real
 from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
 from sklearn.base import (
-    BaseEstimator,
     ClassNamePrefixFeaturesOutMixin,
     ClusterMixin,
     TransformerMixin,
@@ -26,28 +24,21 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
+from .. import _config
 from ..learners import KMeansLearner, KMeansState
-from ..runtime import DaskRows, InMemoryRows
-from ._base import (
-    COMMUNICATION_CONSTRAINTS,
-    COMMUNICATION_PARAMETERS_DOC,
-    X_CHECKS,
-    check_send_interval,
-    fit_transactionally,
-    train_on_cluster,
-)
+from ..runtime import FitOutcome
+from ._base import COMMUNICATION_PARAMETERS_DOC, BaseASGD
 from ._dask_input import (
     align_sample_weight,
     is_dask_collection,
     map_rows,
     validate_dask_data,
 )
-
-logger = logging.getLogger(__name__)
+from ._input import X_CHECKS, TrainingData
 
 
 class ASGDKMeans(
-    ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, BaseEstimator
+    ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin, BaseASGD
 ):
     __doc__ = (
         """K-Means clustering trained by asynchronous parallel SGD on Dask.
@@ -155,6 +146,7 @@ class ASGDKMeans(
     )
 
     _parameter_constraints: ClassVar[dict] = {
+        **BaseASGD._parameter_constraints,
         "n_clusters": [Interval(Integral, 1, None, closed="left")],
         "init": [StrOptions({"k-means++", "random"}), callable, "array-like"],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
@@ -166,8 +158,9 @@ class ASGDKMeans(
         "shuffle": ["boolean"],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
-        **COMMUNICATION_CONSTRAINTS,
     }
+    _epoch_loss_name = "mean squared distance"
+    _epoch_rows_name = "rows"
 
     def __init__(
         self,
@@ -184,6 +177,7 @@ class ASGDKMeans(
         random_state: Any = None,
         verbose: int = 0,
         n_workers: int | None = None,
+        min_rows_per_worker: int = 1024,
         communication: str = "adaptive",
         send_interval: int = 4096,
         message_size: float = 1.0,
@@ -201,6 +195,7 @@ class ASGDKMeans(
         self.random_state = random_state
         self.verbose = verbose
         self.n_workers = n_workers
+        self.min_rows_per_worker = min_rows_per_worker
         self.communication = communication
         self.send_interval = send_interval
         self.message_size = message_size
@@ -226,10 +221,7 @@ class ASGDKMeans(
         -------
         self : ASGDKMeans
         """
-        check_send_interval(self.communication, self.send_interval)
-        return fit_transactionally(
-            self, self._fit, X, sample_weight, self.max_iter, continue_fit=False
-        )
+        return self._fit_transactionally(False, X, sample_weight)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(
@@ -254,95 +246,64 @@ class ASGDKMeans(
         -------
         self : ASGDKMeans
         """
-        check_send_interval(self.communication, self.send_interval)
-        return fit_transactionally(
-            self, self._fit, X, sample_weight, 1, continue_fit=True
-        )
+        return self._fit_transactionally(True, X, sample_weight)
 
     def _fit(
-        self, X: Any, sample_weight: Any, max_iter: int, continue_fit: bool
+        self, config: _config.Config, partial: bool, X: Any, sample_weight: Any
     ) -> ASGDKMeans:
-        first_call = not (continue_fit and hasattr(self, "cluster_centers_"))
-        random_state = check_random_state(self.random_state)
-        if is_dask_collection(X):
-            X, _, sample_weight = validate_dask_data(
-                self, X, None, sample_weight, reset=first_call, requires_y=False
-            )
-        else:
-            X = validate_data(self, X, reset=first_call, **X_CHECKS)
-            sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype)
-        if X.shape[0] < self.n_clusters:
+        """One ``fit`` (``max_iter`` epochs) or ``partial_fit`` (one epoch)."""
+        max_iter = 1 if partial else int(self.max_iter)
+        # partial_fit after a fit or partial_fit continues from its centers.
+        continuing = partial and hasattr(self, "cluster_centers_")
+        data = TrainingData.check(
+            self, X, None, sample_weight, reset=not continuing, target=None
+        )
+        if data.n_samples < self.n_clusters:
             raise ValueError(
-                f"n_samples={X.shape[0]} should be >= n_clusters={self.n_clusters}."
+                f"n_samples={data.n_samples} should be >= n_clusters={self.n_clusters}."
             )
-        if first_call:
-            centers = self._initial_centers(X, sample_weight, random_state)
-            state = KMeansState(centers, np.zeros(self.n_clusters))
-        else:
+        random_state = check_random_state(self.random_state)
+        if continuing:
             state = KMeansState(
-                self.cluster_centers_.astype(X.dtype), self.counts_.copy()
+                self.cluster_centers_.astype(data.dtype), self.counts_.copy()
             )
-        rows: InMemoryRows | DaskRows
-        if is_dask_collection(X):
-            rows = DaskRows(X, None, sample_weight, None, None)
         else:
-            rows = InMemoryRows(X, None, sample_weight, None)
+            centers = self._initial_centers(data.X, data.sample_weight, random_state)
+            state = KMeansState(centers, np.zeros(self.n_clusters))
+        # Drawn after the starting centers, from the same random state, so
+        # that one seed fixes both.
+        rng = self._driver_rng(random_state)
         learner = KMeansLearner(
             state=state,
             batch_size=int(self.batch_size),
             tol=self.tol if max_iter > 1 else None,
             n_iter_no_change=int(self.n_iter_no_change),
         )
-        rng = np.random.default_rng(random_state.randint(np.iinfo(np.int32).max))
-        outcome = train_on_cluster(
-            self, rows, learner, int(max_iter), max_iter > 1, rng, self._log_epoch
+        outcome = self._train_on_cluster(
+            data.rows(None, None), learner, max_iter, rng, config
         )
+        self._set_fitted(outcome, data)
+        return self
+
+    def _set_fitted(self, outcome: FitOutcome, data: TrainingData) -> None:
+        """Set the fitted attributes, and the labels of ``data`` if asked."""
+        self._store_outcome(outcome)
         self.cluster_centers_ = outcome.state.centers
         self.counts_ = outcome.state.counts
-        self.n_iter_ = outcome.n_iter
-        self.history_ = outcome.history
-        self.communication_history_ = outcome.control
         for name in ("labels_", "inertia_"):
             self.__dict__.pop(name, None)
         if self.compute_labels:
-            self.labels_, distances = self._labels_and_distances(X)
-            self.inertia_ = _weighted_inertia(distances, sample_weight)
-        return self
+            self.labels_, distances = self._labels_and_distances(data.X)
+            self.inertia_ = _weighted_inertia(distances, data.sample_weight)
 
     def _initial_centers(
         self, X: Any, sample_weight: Any, random_state: np.random.RandomState
     ) -> np.ndarray:
         """Starting centers, chosen on the driver from a sample of the rows."""
-        n_samples, n_features = X.shape
+        n_features = X.shape[1]
         if not isinstance(self.init, str) and not callable(self.init):
-            centers = check_array(self.init, dtype=X.dtype, copy=True, order="C")
-            if centers.shape[0] != self.n_clusters:
-                raise ValueError(
-                    f"The shape of the initial centers {centers.shape} does not "
-                    f"match the number of clusters {self.n_clusters}."
-                )
-            if centers.shape[1] != n_features:
-                raise ValueError(
-                    f"The shape of the initial centers {centers.shape} does not "
-                    f"match the number of features of the data {n_features}."
-                )
-            return centers
-        init_size = self.init_size or 3 * self.batch_size
-        init_size = min(max(init_size, 3 * self.n_clusters), n_samples)
-        rows = np.sort(random_state.choice(n_samples, init_size, replace=False))
-        sample = X[rows]
-        weights = sample_weight[rows] if sample_weight is not None else None
-        if is_dask_collection(sample):
-            import dask
-
-            sample, weights = dask.compute(sample, weights)
-        if sp.issparse(sample):
-            sample = sp.csr_matrix(sample)
-        weights = (
-            np.ones(sample.shape[0])
-            if weights is None
-            else np.asarray(weights, dtype=np.float64)
-        )
+            return self._given_centers(X.dtype, n_features)
+        sample, weights = self._init_sample(X, sample_weight, random_state)
         if isinstance(self.init, str) and self.init == "k-means++":
             centers, _ = kmeans_plusplus(
                 sample,
@@ -370,14 +331,48 @@ class ASGDKMeans(
             )
         return centers
 
-    def _log_epoch(self, summary: dict[str, Any]) -> None:
-        totals = summary["totals"]
-        logger.info(
-            "-- Epoch %d: mean squared distance %.6f over %d rows",
-            summary["epoch"] + 1,
-            totals["loss"] / max(totals["weight"], 1e-300),
-            totals["n_train"],
+    def _given_centers(self, dtype: Any, n_features: int) -> np.ndarray:
+        """``init`` given as an array, checked against the data."""
+        centers = check_array(self.init, dtype=dtype, copy=True, order="C")
+        if centers.shape[0] != self.n_clusters:
+            raise ValueError(
+                f"The shape of the initial centers {centers.shape} does not "
+                f"match the number of clusters {self.n_clusters}."
+            )
+        if centers.shape[1] != n_features:
+            raise ValueError(
+                f"The shape of the initial centers {centers.shape} does not "
+                f"match the number of features of the data {n_features}."
+            )
+        return centers
+
+    def _init_sample(
+        self, X: Any, sample_weight: Any, random_state: np.random.RandomState
+    ) -> tuple[Any, np.ndarray]:
+        """The ``init_size`` rows the starting centers are chosen from, in
+        memory, and their weights."""
+        n_samples = X.shape[0]
+        init_size = self.init_size or 3 * self.batch_size
+        init_size = min(max(init_size, 3 * self.n_clusters), n_samples)
+        rows = np.sort(random_state.choice(n_samples, init_size, replace=False))
+        sample = X[rows]
+        weights = sample_weight[rows] if sample_weight is not None else None
+        if is_dask_collection(sample):
+            import dask
+
+            sample, weights = dask.compute(sample, weights)
+        if sp.issparse(sample):
+            sample = sp.csr_matrix(sample)
+        weights = (
+            np.ones(sample.shape[0])
+            if weights is None
+            else np.asarray(weights, dtype=np.float64)
         )
+        return sample, weights
+
+    def _epoch_mean_loss(self, totals: dict[str, float]) -> float:
+        # Rows carry weights: the mean is over the weight they add up to.
+        return totals["loss"] / max(totals["weight"], 1e-300)
 
     # -------------------------------------------------------------- prediction
 
@@ -498,7 +493,6 @@ class ASGDKMeans(
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
 

@@ -8,87 +8,20 @@ import numpy as np
 from scipy.special import expit
 from sklearn.base import RegressorMixin, _fit_context
 from sklearn.linear_model._base import LinearClassifierMixin
-from sklearn.utils import compute_class_weight
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.multiclass import (
-    _check_partial_fit_first_call,
-    check_classification_targets,
-)
+from sklearn.utils.multiclass import _check_partial_fit_first_call
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .. import _config
 from ..kernels import LOSS_CODES
-from ..runtime import DaskRows, InMemoryRows
-from ._base import COMMUNICATION_PARAMETERS_DOC, BaseASGD
-from ._dask_input import (
-    BinaryTargets,
-    ClassIndexTargets,
-    RealTargets,
-    is_dask_collection,
-    map_rows,
-    validate_dask_data,
-)
+from ._dask_input import is_dask_collection, map_rows
+from ._input import TrainingData
+from ._linear_base import LINEAR_PARAMETERS_DOC, BaseSGDLinear
+from ._targets import LinearTargets, class_weights, find_classes
 
 _CLASSIFICATION_LOSSES = {name for name, (_, is_clf) in LOSS_CODES.items() if is_clf}
 _REGRESSION_LOSSES = {name for name, (_, is_clf) in LOSS_CODES.items() if not is_clf}
-
-_SHARED_PARAMETERS_DOC = (
-    """
-    penalty : {'l2', 'l1', 'elasticnet', None}, default='l2'
-        Regularisation term, as in scikit-learn's SGD estimators.
-    alpha : float, default=0.0001
-        Regularisation strength; also sets the ``'optimal'`` learning rate.
-    l1_ratio : float in [0, 1], default=0.15
-        Elastic-net mixing parameter; used only with ``penalty='elasticnet'``.
-    fit_intercept : bool, default=True
-        Whether to fit an intercept.
-    max_iter : int, default=1000
-        Maximum number of epochs: passes over the whole data set, every worker
-        passing once over the rows it holds.
-    tol : float or None, default=1e-3
-        Training stops when the loss summed over all workers has not improved
-        by ``tol * n_samples`` for ``n_iter_no_change`` epochs (or the
-        validation score by ``tol``, with ``early_stopping``). None disables.
-    shuffle : bool, default=True
-        Assign rows to workers at random and visit them in a new random order
-        each epoch (random order of blocks of consecutive rows).
-    verbose : int, default=0
-        Log one line per epoch and worker at INFO level (``logging``).
-    epsilon : float, default=0.1
-        Epsilon of the ``huber`` and epsilon-insensitive losses.
-    random_state : int, RandomState instance or None, default=None
-        Seeds the assignment of rows to workers and every worker's shuffling.
-    learning_rate : {'constant', 'optimal', 'invscaling', 'adaptive'}
-        Learning-rate schedule, with scikit-learn's meanings. Each worker's
-        schedule counts the samples that worker has trained on.
-    eta0 : float, default=0.01
-        Initial learning rate of the ``constant``, ``invscaling`` and
-        ``adaptive`` schedules.
-    power_t : float
-        Exponent of the ``invscaling`` schedule.
-    early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the rows and stop when the
-        validation score stops improving. Each worker scores its own model on
-        the held-out rows it holds; the scores are summed over workers.
-    validation_fraction : float in (0, 1), default=0.1
-        Share of rows held out with ``early_stopping``.
-    n_iter_no_change : int, default=5
-        Epochs without improvement before stopping (or, with the ``adaptive``
-        schedule, before dividing the learning rate by 5).
-    warm_start : bool, default=False
-        Start ``fit`` from the previous solution.
-    average : bool or int, default=False
-        Average the weights over samples (averaged SGD); an int starts the
-        average after that many samples.
-    batch_size : int, default=1
-        Minibatch size ``b``: predictions of ``b`` consecutive samples are
-        computed with the same weights, then the ``b`` per-sample updates are
-        applied in order. ``b=1`` is scikit-learn's plain SGD. It stays small
-        because delayed gradients lose accuracy beyond a few dozen samples;
-        how often workers exchange states is set apart, by ``send_interval``.
-"""
-    + COMMUNICATION_PARAMETERS_DOC
-)
 
 
 def _check_proba(self: ASGDClassifier) -> bool:
@@ -99,7 +32,7 @@ def _check_proba(self: ASGDClassifier) -> bool:
     return True
 
 
-class ASGDClassifier(LinearClassifierMixin, BaseASGD):
+class ASGDClassifier(LinearClassifierMixin, BaseSGDLinear):
     __doc__ = f"""Linear classifier trained by asynchronous parallel SGD on Dask.
 
     The scikit-learn counterpart is :class:`~sklearn.linear_model.SGDClassifier`:
@@ -114,7 +47,7 @@ class ASGDClassifier(LinearClassifierMixin, BaseASGD):
     loss : {{'hinge', 'log_loss', 'modified_huber', 'squared_hinge', \
             'perceptron'}}, default='hinge'
         Loss function.
-{_SHARED_PARAMETERS_DOC}
+{LINEAR_PARAMETERS_DOC}
     class_weight : dict, 'balanced' or None, default=None
         Weights of the classes, as in scikit-learn.
 
@@ -162,10 +95,11 @@ class ASGDClassifier(LinearClassifierMixin, BaseASGD):
     """
 
     _parameter_constraints: ClassVar[dict] = {
-        **BaseASGD._parameter_constraints,
+        **BaseSGDLinear._parameter_constraints,
         "loss": [StrOptions(_CLASSIFICATION_LOSSES)],
         "class_weight": [StrOptions({"balanced"}), dict, None],
     }
+    _target_kind = "classes"
     _score_kind = "accuracy"
 
     def __init__(
@@ -193,6 +127,7 @@ class ASGDClassifier(LinearClassifierMixin, BaseASGD):
         average: bool | int = False,
         batch_size: int = 1,
         n_workers: int | None = None,
+        min_rows_per_worker: int = 1024,
         communication: str = "adaptive",
         send_interval: int = 4096,
         message_size: float = 1.0,
@@ -220,185 +155,15 @@ class ASGDClassifier(LinearClassifierMixin, BaseASGD):
         self.average = average
         self.batch_size = batch_size
         self.n_workers = n_workers
+        self.min_rows_per_worker = min_rows_per_worker
         self.communication = communication
         self.send_interval = send_interval
         self.message_size = message_size
         self.parzen_window = parzen_window
 
-    def _encode(self, y: np.ndarray) -> np.ndarray:
-        if not np.isin(y, self.classes_).all():
-            unknown = np.setdiff1d(np.unique(y), self.classes_)
-            raise ValueError(
-                f"y contains labels {unknown.tolist()} that are not in classes "
-                f"{self.classes_.tolist()}"
-            )
-        if self.classes_.shape[0] == 2:
-            return np.where(y == self.classes_[1], 1.0, -1.0)
-        return np.searchsorted(self.classes_, y).astype(np.float64)
-
-    def _class_weights(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        expanded = compute_class_weight(self.class_weight, classes=self.classes_, y=y)
-        if self.classes_.shape[0] == 2:
-            return expanded[1:2].copy(), expanded[0:1].copy()
-        return expanded.copy(), np.ones_like(expanded)
-
-    def _partial_fit(
-        self,
-        X: Any,
-        y: Any,
-        max_iter: int,
-        classes: Any,
-        sample_weight: Any,
-        coef_init: Any,
-        intercept_init: Any,
-        continue_from_current: bool,
-    ) -> ASGDClassifier:
-        if is_dask_collection(X) or is_dask_collection(y):
-            return self._partial_fit_dask(
-                X,
-                y,
-                max_iter,
-                classes,
-                sample_weight,
-                coef_init,
-                intercept_init,
-                continue_from_current,
-            )
-        first_call = not hasattr(self, "classes_")
-        X, y = self._validate_X_y(X, y, reset=first_call)
-        check_classification_targets(y)
-        _check_partial_fit_first_call(self, classes)
-        n_classes = self.classes_.shape[0]
-        if n_classes < 2:
-            raise ValueError(
-                "The number of classes has to be greater than one; got "
-                f"{n_classes} class"
-            )
-        positive_weight, negative_weight = self._class_weights(y)
-        sample_weight = self._check_sample_weight(sample_weight, X)
-        state, t_start = self._starting_point(
-            1 if n_classes == 2 else n_classes,
-            X.shape[1],
-            X.dtype,
-            coef_init,
-            intercept_init,
-            continue_from_current,
-        )
-        targets = self._encode(y)
-        validation = (
-            self._make_validation_split(y, sample_weight, stratify=True)
-            if max_iter > 1
-            else None
-        )
-        rows = InMemoryRows(X, targets, sample_weight, validation)
-        self._train(
-            state,
-            t_start,
-            rows,
-            positive_weight,
-            negative_weight,
-            max_iter,
-            synchronise=max_iter > 1,
-        )
-        return self
-
-    def _partial_fit_dask(
-        self,
-        X: Any,
-        y: Any,
-        max_iter: int,
-        classes: Any,
-        sample_weight: Any,
-        coef_init: Any,
-        intercept_init: Any,
-        continue_from_current: bool,
-    ) -> ASGDClassifier:
-        import dask.array as da
-
-        first_call = not hasattr(self, "classes_")
-        X, y, sample_weight = validate_dask_data(
-            self, X, y, sample_weight, reset=first_call
-        )
-        if first_call and classes is None:
-            classes = da.unique(y).compute()
-        if classes is not None:
-            check_classification_targets(np.asarray(classes))
-        _check_partial_fit_first_call(self, classes)
-        n_classes = self.classes_.shape[0]
-        if n_classes < 2:
-            raise ValueError(
-                "The number of classes has to be greater than one; got "
-                f"{n_classes} class"
-            )
-        if self.class_weight == "balanced":
-            labels, counts = da.unique(y, return_counts=True)
-            labels, counts = da.compute(labels, counts)
-            count_of = dict(zip(labels.tolist(), counts.tolist(), strict=True))
-            expanded = np.array(
-                [
-                    counts.sum() / (n_classes * count_of[c]) if c in count_of else 1.0
-                    for c in self.classes_.tolist()
-                ]
-            )
-        else:
-            expanded = compute_class_weight(
-                self.class_weight, classes=self.classes_, y=self.classes_
-            )
-        if n_classes == 2:
-            positive_weight, negative_weight = expanded[1:2], expanded[0:1]
-            encode = BinaryTargets(self.classes_[1])
-        else:
-            positive_weight, negative_weight = expanded, np.ones_like(expanded)
-            encode = ClassIndexTargets(self.classes_)
-        state, t_start = self._starting_point(
-            1 if n_classes == 2 else n_classes,
-            X.shape[1],
-            X.dtype,
-            coef_init,
-            intercept_init,
-            continue_from_current,
-        )
-        rows = DaskRows(
-            X,
-            y,
-            sample_weight,
-            encode,
-            self.validation_fraction if self.early_stopping and max_iter > 1 else None,
-        )
-        self._train(
-            state,
-            t_start,
-            rows,
-            np.asarray(positive_weight, dtype=np.float64),
-            np.asarray(negative_weight, dtype=np.float64),
-            max_iter,
-            synchronise=max_iter > 1,
-        )
-        return self
-
-    @_fit_context(prefer_skip_nested_validation=True)
-    def partial_fit(
-        self, X: Any, y: Any, classes: Any = None, sample_weight: Any = None
-    ) -> ASGDClassifier:
-        """Perform one epoch of ASGD on the given samples.
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            Training rows.
-        y : ndarray of shape (n_samples,)
-            Target labels.
-        classes : ndarray of shape (n_classes,), default=None
-            Every class that can appear; required on the first call.
-        sample_weight : array-like of shape (n_samples,), default=None
-            Weights of the samples.
-
-        Returns
-        -------
-        self : ASGDClassifier
-        """
-        self._more_validate_params(for_partial_fit=True)
-        if self.class_weight == "balanced":
+    def _check_fit_parameters(self, config: _config.Config, partial: bool) -> None:
+        super()._check_fit_parameters(config, partial)
+        if partial and self.class_weight == "balanced":
             raise ValueError(
                 f"class_weight '{self.class_weight}' is not supported for "
                 "partial_fit. In order to use 'balanced' weights, use "
@@ -408,17 +173,54 @@ class ASGDClassifier(LinearClassifierMixin, BaseASGD):
                 "distributions. Pass the resulting weights as the class_weight "
                 "parameter."
             )
-        return self._fit_transactionally(
-            self._partial_fit,
-            X,
-            y,
-            1,
-            classes,
-            sample_weight,
-            None,
-            None,
-            continue_from_current=True,
-        )
+
+    def _targets(
+        self, data: TrainingData, classes: Any, partial: bool
+    ) -> LinearTargets:
+        """Set ``classes_``; the encoder and class weights of this fit."""
+        if not partial:
+            # A new fit may see other classes than the last one.
+            self.__dict__.pop("classes_", None)
+        first_call = not hasattr(self, "classes_")
+        # fit finds the classes in y; partial_fit takes them from `classes`
+        # as scikit-learn does, except that Dask labels can be counted where
+        # they are.
+        discover = first_call and (not partial or data.is_dask)
+        classes = find_classes(data, classes, discover)
+        _check_partial_fit_first_call(self, classes)
+        n_classes = self.classes_.shape[0]
+        if n_classes < 2:
+            raise ValueError(
+                "The number of classes has to be greater than one; got "
+                f"{n_classes} class"
+            )
+        weights = class_weights(self.class_weight, self.classes_, data)
+        return LinearTargets.classification(self.classes_, weights)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(
+        self, X: Any, y: Any, classes: Any = None, sample_weight: Any = None
+    ) -> ASGDClassifier:
+        """Perform one epoch of ASGD on the given samples.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix, dask array or DataFrame} of shape \
+                (n_samples, n_features)
+            Training rows.
+        y : {array-like, dask array or Series} of shape (n_samples,)
+            Target labels.
+        classes : ndarray of shape (n_classes,), default=None
+            Every class that can appear; required on the first call with
+            in-memory input (Dask labels are searched on the cluster).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Weights of the samples.
+
+        Returns
+        -------
+        self : ASGDClassifier
+        """
+        return self._fit_transactionally(True, X, y, sample_weight, classes=classes)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(
@@ -433,9 +235,10 @@ class ASGDClassifier(LinearClassifierMixin, BaseASGD):
 
         Parameters
         ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            Training rows.
-        y : ndarray of shape (n_samples,)
+        X : {array-like, sparse matrix, dask array or DataFrame} of shape \
+                (n_samples, n_features)
+            Training rows. Dask input stays on the workers that hold it.
+        y : {array-like, dask array or Series} of shape (n_samples,)
             Target labels.
         coef_init : ndarray of shape (n_classes, n_features), default=None
             Initial weights.
@@ -448,35 +251,13 @@ class ASGDClassifier(LinearClassifierMixin, BaseASGD):
         -------
         self : ASGDClassifier
         """
-        self._more_validate_params()
         return self._fit_transactionally(
-            self._fit, X, y, coef_init, intercept_init, sample_weight
-        )
-
-    def _fit(
-        self, X: Any, y: Any, coef_init: Any, intercept_init: Any, sample_weight: Any
-    ) -> ASGDClassifier:
-        warm = self.warm_start and hasattr(self, "_standard")
-        if warm and coef_init is None and intercept_init is None:
-            coef_init = self._standard.weights
-            intercept_init = self._standard.intercepts
-        if hasattr(self, "classes_"):
-            # A new fit may see other classes than the last one.
-            del self.classes_
-        if is_dask_collection(X) or is_dask_collection(y):
-            classes = None  # found on the cluster by _partial_fit_dask
-        else:
-            y_checked = validate_data(self, y=y, reset=False) if y is not None else y
-            classes = np.unique(y_checked) if y_checked is not None else None
-        return self._partial_fit(
+            False,
             X,
             y,
-            self.max_iter,
-            classes,
             sample_weight,
-            coef_init,
-            intercept_init,
-            continue_from_current=False,
+            coef_init=coef_init,
+            intercept_init=intercept_init,
         )
 
     @available_if(_check_proba)
@@ -589,7 +370,7 @@ class ASGDClassifier(LinearClassifierMixin, BaseASGD):
         return super().predict(X)
 
 
-class ASGDRegressor(RegressorMixin, BaseASGD):
+class ASGDRegressor(RegressorMixin, BaseSGDLinear):
     __doc__ = f"""Linear regressor trained by asynchronous parallel SGD on Dask.
 
     The scikit-learn counterpart is :class:`~sklearn.linear_model.SGDRegressor`,
@@ -602,7 +383,7 @@ class ASGDRegressor(RegressorMixin, BaseASGD):
     loss : {{'squared_error', 'huber', 'epsilon_insensitive', \
             'squared_epsilon_insensitive'}}, default='squared_error'
         Loss function.
-{_SHARED_PARAMETERS_DOC}
+{LINEAR_PARAMETERS_DOC}
 
     Attributes
     ----------
@@ -638,9 +419,10 @@ class ASGDRegressor(RegressorMixin, BaseASGD):
     """
 
     _parameter_constraints: ClassVar[dict] = {
-        **BaseASGD._parameter_constraints,
+        **BaseSGDLinear._parameter_constraints,
         "loss": [StrOptions(_REGRESSION_LOSSES)],
     }
+    _target_kind = "real"
     _score_kind = "r2"
 
     def __init__(
@@ -667,6 +449,7 @@ class ASGDRegressor(RegressorMixin, BaseASGD):
         average: bool | int = False,
         batch_size: int = 1,
         n_workers: int | None = None,
+        min_rows_per_worker: int = 1024,
         communication: str = "adaptive",
         send_interval: int = 4096,
         message_size: float = 1.0,
@@ -693,66 +476,16 @@ class ASGDRegressor(RegressorMixin, BaseASGD):
         self.average = average
         self.batch_size = batch_size
         self.n_workers = n_workers
+        self.min_rows_per_worker = min_rows_per_worker
         self.communication = communication
         self.send_interval = send_interval
         self.message_size = message_size
         self.parzen_window = parzen_window
 
-    def _partial_fit(
-        self,
-        X: Any,
-        y: Any,
-        max_iter: int,
-        sample_weight: Any,
-        coef_init: Any,
-        intercept_init: Any,
-        continue_from_current: bool,
-    ) -> ASGDRegressor:
-        first_call = not hasattr(self, "coef_")
-        if is_dask_collection(X) or is_dask_collection(y):
-            X, y, sample_weight = validate_dask_data(
-                self, X, y, sample_weight, reset=first_call or not continue_from_current
-            )
-            state, t_start = self._starting_point(
-                1,
-                X.shape[1],
-                X.dtype,
-                coef_init,
-                intercept_init,
-                continue_from_current,
-            )
-            rows = DaskRows(
-                X,
-                y,
-                sample_weight,
-                RealTargets(),
-                self.validation_fraction
-                if self.early_stopping and max_iter > 1
-                else None,
-            )
-            ones = np.ones(1)
-            self._train(
-                state, t_start, rows, ones, ones, max_iter, synchronise=max_iter > 1
-            )
-            return self
-        X, y = self._validate_X_y(
-            X, y, reset=first_call or not continue_from_current, y_numeric=True
-        )
-        sample_weight = self._check_sample_weight(sample_weight, X)
-        state, t_start = self._starting_point(
-            1, X.shape[1], X.dtype, coef_init, intercept_init, continue_from_current
-        )
-        validation = (
-            self._make_validation_split(y, sample_weight, stratify=False)
-            if max_iter > 1
-            else None
-        )
-        ones = np.ones(1, dtype=X.dtype)
-        rows = InMemoryRows(X, y.astype(np.float64), sample_weight, validation)
-        self._train(
-            state, t_start, rows, ones, ones, max_iter, synchronise=max_iter > 1
-        )
-        return self
+    def _targets(
+        self, data: TrainingData, classes: Any, partial: bool
+    ) -> LinearTargets:
+        return LinearTargets.regression()
 
     def _publish_coefficients(self) -> None:
         super()._publish_coefficients()
@@ -765,9 +498,10 @@ class ASGDRegressor(RegressorMixin, BaseASGD):
 
         Parameters
         ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        X : {array-like, sparse matrix, dask array or DataFrame} of shape \
+                (n_samples, n_features)
             Training rows.
-        y : ndarray of shape (n_samples,)
+        y : {array-like, dask array or Series} of shape (n_samples,)
             Target values.
         sample_weight : array-like of shape (n_samples,), default=None
             Weights of the samples.
@@ -776,17 +510,7 @@ class ASGDRegressor(RegressorMixin, BaseASGD):
         -------
         self : ASGDRegressor
         """
-        self._more_validate_params(for_partial_fit=True)
-        return self._fit_transactionally(
-            self._partial_fit,
-            X,
-            y,
-            1,
-            sample_weight,
-            None,
-            None,
-            continue_from_current=True,
-        )
+        return self._fit_transactionally(True, X, y, sample_weight)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(
@@ -801,9 +525,10 @@ class ASGDRegressor(RegressorMixin, BaseASGD):
 
         Parameters
         ----------
-        X : {array-like, sparse matrix} of shape (n_samples, n_features)
-            Training rows.
-        y : ndarray of shape (n_samples,)
+        X : {array-like, sparse matrix, dask array or DataFrame} of shape \
+                (n_samples, n_features)
+            Training rows. Dask input stays on the workers that hold it.
+        y : {array-like, dask array or Series} of shape (n_samples,)
             Target values.
         coef_init : ndarray of shape (n_features,), default=None
             Initial weights.
@@ -816,20 +541,13 @@ class ASGDRegressor(RegressorMixin, BaseASGD):
         -------
         self : ASGDRegressor
         """
-        self._more_validate_params()
-        warm = self.warm_start and hasattr(self, "_standard")
-        if warm and coef_init is None and intercept_init is None:
-            coef_init = self._standard.weights
-            intercept_init = self._standard.intercepts
         return self._fit_transactionally(
-            self._partial_fit,
+            False,
             X,
             y,
-            self.max_iter,
             sample_weight,
-            coef_init,
-            intercept_init,
-            continue_from_current=False,
+            coef_init=coef_init,
+            intercept_init=intercept_init,
         )
 
     def predict(self, X: Any) -> np.ndarray:
@@ -853,8 +571,3 @@ class ASGDRegressor(RegressorMixin, BaseASGD):
 
     def _predict_block(self, block: Any) -> np.ndarray:
         return np.asarray(block @ self.coef_).reshape(-1) + self.intercept_[0]
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True
-        return tags

@@ -29,12 +29,13 @@ def fit_on_cluster(
     n_workers: int | None,
     min_rows_per_worker: int,
     rng: np.random.Generator,
+    config: _config.Config,
     progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> FitOutcome:
     """Place ``rows`` on the cluster's workers and train ``learner`` there.
 
-    Uses the current client or the embedded cluster, reads the ``asgd.*``
-    settings once and ships them to the workers inside the task.
+    Uses the current client or the embedded cluster, and ships ``config``
+    to the workers inside the task.
 
     Parameters
     ----------
@@ -58,6 +59,8 @@ def fit_on_cluster(
         Use fewer workers rather than give one fewer in-memory rows.
     rng : numpy.random.Generator
         Draws the placement's shuffling and every worker's seed.
+    config : Config
+        The ``asgd.*`` settings, read once when the fit started.
     progress : callable, optional
         Called with every completed epoch's sums while the fit runs.
 
@@ -65,7 +68,6 @@ def fit_on_cluster(
     -------
     FitOutcome
     """
-    config = _config.load()
     with connect() as client:
         install_plugins(client, config.exchange, exchange.communication != "off")
         workers = cluster_workers(client, n_workers)

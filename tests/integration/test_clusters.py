@@ -11,12 +11,13 @@ import pandas as pd
 import pytest
 from distributed import Client, LocalCluster
 from distributed.utils import open_port
-from distributed.utils_test import poll_for, popen
+from distributed.utils_test import popen
 from sklearn.datasets import make_classification, make_regression
 from sklearn.linear_model import SGDClassifier
 from sklearn.model_selection import train_test_split
 
 from dask_asgd import ASGDClassifier, ASGDKMeans, ASGDRegressor
+from tests._cluster_checks import assert_fit_left_nothing, last_epoch_per_worker
 
 EXCHANGE_COLUMNS = ["messages_sent", "messages_received", "rows_accepted"]
 
@@ -38,32 +39,6 @@ def data():
         30_000, 20, n_informative=10, class_sep=2.0, random_state=0
     )
     return X, y
-
-
-def assert_fit_left_nothing(client):
-    """No fit registered, no open topic, no task or datum left behind."""
-    fits = client.run_on_scheduler(
-        lambda dask_scheduler: list(dask_scheduler.plugins["asgd"].fits)
-    )
-    assert fits == []
-
-    def open_topics(dask_worker):
-        plugin = dask_worker.plugins.get("asgd-exchange")
-        return plugin.stats()["topics"] if plugin is not None else []
-
-    assert all(topics == [] for topics in client.run(open_topics).values())
-    poll_for(
-        lambda: (
-            client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))
-            == 0
-        ),
-        timeout=10,
-    )
-
-
-def last_epoch_per_worker(model):
-    history = model.history_
-    return history[history["epoch"] == history["epoch"].max()].set_index("worker")
 
 
 def test_fixed_exchange_on_two_process_workers_w8a(local_cluster, w8a):

@@ -17,7 +17,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from dask_asgd import ASGDKMeans
-from tests.test_integration import assert_fit_left_nothing, last_epoch_per_worker
+from tests._cluster_checks import assert_fit_left_nothing, last_epoch_per_worker
 
 
 @pytest.fixture(scope="module")

@@ -5,18 +5,26 @@ from __future__ import annotations
 import pickle
 
 import dask
+import dask.array as da
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from distributed import Client
+from distributed import Client, LocalCluster
 from distributed.utils_test import poll_for
 from sklearn.base import clone
 from sklearn.datasets import make_classification, make_regression
 from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import SGDClassifier, SGDRegressor
 from sklearn.model_selection import train_test_split
+from sklearn.utils import compute_class_weight
 
 from dask_asgd import ASGDClassifier, ASGDRegressor
+from dask_asgd.estimators._input import TrainingData
+from dask_asgd.estimators._targets import (
+    BinaryTargets,
+    ClassIndexTargets,
+    class_weights,
+)
 
 
 @pytest.fixture(scope="module")
@@ -205,3 +213,86 @@ def test_embedded_thread_workers_have_no_memory_limit():
     shutdown_embedded()
     assert len(limits) == 2
     assert all(not limit for limit in limits.values())
+
+
+@pytest.mark.parametrize(("min_rows_per_worker", "n_trained"), [(1000, 2), (5000, 1)])
+def test_min_rows_per_worker_sets_the_workers_used(min_rows_per_worker, n_trained):
+    X, y = make_classification(3000, 10, random_state=0)
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+        client.as_current(),
+    ):
+        model = ASGDClassifier(
+            n_workers=None,
+            min_rows_per_worker=min_rows_per_worker,
+            max_iter=2,
+            tol=None,
+            random_state=0,
+        ).fit(X, y)
+    assert model.history_["worker"].nunique() == n_trained
+
+
+def _numpy_and_dask(X, y, chunk):
+    """The same data in memory and as Dask arrays of ``chunk`` rows."""
+    return (X, y), (
+        da.from_array(X, chunks=(chunk, X.shape[1])),
+        da.from_array(y, chunks=chunk),
+    )
+
+
+def test_balanced_class_weights_same_for_numpy_and_dask():
+    rng = np.random.default_rng(0)
+    y = rng.choice(np.array([3, 7, 11]), size=1000, p=[0.6, 0.3, 0.1])
+    X = rng.normal(size=(1000, 4))
+    classes = np.unique(y)
+    expected = compute_class_weight("balanced", classes=classes, y=y)
+    for X_in, y_in in _numpy_and_dask(X, y, chunk=300):
+        data = TrainingData.check(
+            ASGDClassifier(), X_in, y_in, None, reset=True, target="classes"
+        )
+        np.testing.assert_allclose(
+            class_weights("balanced", classes, data), expected, rtol=1e-15
+        )
+        # A class absent from y weighs 1; the others keep their weights.
+        with_absent = class_weights("balanced", np.array([3, 5, 7, 11]), data)
+        np.testing.assert_allclose(with_absent, [expected[0], 1.0, *expected[1:]])
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_numpy_and_dask_input_give_the_same_targets(n_classes):
+    X, y = make_classification(
+        2000, 8, n_informative=4, n_classes=n_classes, random_state=0
+    )
+    labels = np.array(["ant", "bee", "cat"])[y]
+    params = dict(class_weight="balanced", max_iter=2, tol=None, random_state=0)
+    found = []
+    for X_in, y_in in _numpy_and_dask(X, labels, chunk=500):
+        model = ASGDClassifier(**params)
+        data = TrainingData.check(model, X_in, y_in, None, reset=True, target="classes")
+        targets = model._targets(data, None, partial=False)
+        rows = data.rows(targets.encoder, None)
+        encoded = rows.encode(labels) if data.is_dask else rows.targets
+        found.append((model.classes_, targets, encoded))
+        fitted = ASGDClassifier(**params).fit(X_in, y_in)
+        np.testing.assert_array_equal(fitted.classes_, model.classes_)
+    (classes, targets, encoded), (dask_classes, dask_targets, dask_encoded) = found
+    np.testing.assert_array_equal(classes, np.unique(labels))
+    np.testing.assert_array_equal(dask_classes, classes)
+    np.testing.assert_array_equal(dask_encoded, encoded)
+    assert set(np.unique(encoded)) == (
+        {-1.0, 1.0} if n_classes == 2 else {0.0, 1.0, 2.0}
+    )
+    np.testing.assert_array_equal(dask_targets.positive_weight, targets.positive_weight)
+    np.testing.assert_array_equal(dask_targets.negative_weight, targets.negative_weight)
+
+
+def test_label_encoders_reject_unknown_labels():
+    for encoder in (
+        BinaryTargets(np.array([0, 1])),
+        ClassIndexTargets(np.array([0, 1, 2])),
+    ):
+        with pytest.raises(ValueError, match=r"y contains labels \[5\]"):
+            encoder(np.array([0, 1, 5]))
