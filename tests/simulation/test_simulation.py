@@ -1,0 +1,93 @@
+"""The simulator runs the real code: without communication it is the real fit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_blobs, make_classification
+
+from dask_asgd import ASGDClassifier, ASGDKMeans
+from dask_asgd.simulation import LinkModel, simulate
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_classification(20_000, 20, n_informative=5, random_state=0)
+
+
+def classifier(**params):
+    defaults = dict(
+        loss="log_loss",
+        learning_rate="invscaling",
+        eta0=0.1,
+        max_iter=3,
+        tol=None,
+        random_state=0,
+        min_rows_per_worker=1000,
+    )
+    return ASGDClassifier(**{**defaults, **params})
+
+
+def test_without_communication_the_simulation_is_the_real_fit(data):
+    # Same blocks, same seeds, same kernels and averaging: the simulated
+    # two-worker fit and the real one on the embedded cluster agree exactly.
+    X, y = data
+    real = classifier(communication="off", n_workers=2).fit(X, y)
+    simulated, fit = simulate(classifier(communication="off"), X, y, n_workers=2)
+    assert real.history_["worker"].nunique() == 2
+    np.testing.assert_array_equal(simulated.coef_, real.coef_)
+    np.testing.assert_array_equal(simulated.intercept_, real.intercept_)
+    assert simulated.n_iter_ == real.n_iter_ == 3
+    # Simulated time: three epochs of 10,000 rows a worker at the model's
+    # rate, and a round trip to the barrier after each.
+    model = LinkModel()
+    expected = 3 * (10_000 / model.rate(0) + 2 * model.latency)
+    assert fit.seconds == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("communication", ["fixed", "adaptive"])
+def test_a_simulation_is_deterministic(data, communication):
+    X, y = data
+    estimator = classifier(communication=communication, send_interval=512)
+    first, first_fit = simulate(estimator, X, y, n_workers=8, seed=3)
+    second, second_fit = simulate(estimator, X, y, n_workers=8, seed=3)
+    np.testing.assert_array_equal(first.coef_, second.coef_)
+    assert first_fit.seconds == second_fit.seconds
+    history = first.history_
+    last = history[history["epoch"] == history["epoch"].max()]
+    # Workers exchanged through the real state exchange and mailbox.
+    assert (last["messages_sent"] > 0).all()
+    assert (last["messages_received"] > 0).all()
+
+
+def test_a_slow_link_queues_messages_and_the_balancer_backs_off(data):
+    X, y = data
+    slow = LinkModel(bandwidth=2e4, latency=0.001, samples_per_second=2e5)
+    estimator = classifier(
+        communication="adaptive", send_interval=256, max_iter=4, eta0=0.01
+    )
+    model, fit = simulate(estimator, X, y, n_workers=4, network=slow)
+    history = model.history_
+    last = history[history["epoch"] == history["epoch"].max()]
+    assert (last["messages_dropped"] > 0).any()
+    # The balancer answered reports and lengthened every worker's interval.
+    assert fit.decisions
+    assert (last["send_interval"] > 256).all()
+
+
+def test_kmeans_runs_on_many_simulated_workers():
+    X, _ = make_blobs(30_000, 5, centers=4, random_state=0)
+    estimator = ASGDKMeans(
+        4,
+        batch_size=64,
+        max_iter=2,
+        tol=None,
+        random_state=0,
+        communication="fixed",
+        send_interval=512,
+        min_rows_per_worker=100,
+    )
+    model, fit = simulate(estimator, X, n_workers=64)
+    assert model.history_["worker"].nunique() == 64
+    assert model.cluster_centers_.shape == (4, 5)
+    assert len(fit.epochs) == 2
