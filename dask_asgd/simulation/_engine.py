@@ -17,6 +17,7 @@ import concurrent.futures
 import dataclasses
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -67,6 +68,8 @@ class _TimedLearner:
     time: VirtualTime
     worker: int
     rate: float
+    #: Every worker's run, by worker (shared by the workers' learners).
+    runs: dict[int, _TimedRun]
 
     @property
     def batch_size(self) -> int:
@@ -80,8 +83,11 @@ class _TimedLearner:
         return dataclasses.replace(self, learner=self.learner.for_worker(share))
 
     def start(self, partitions: list[Partition]) -> _TimedRun:
-        run = self.learner.start(partitions)
-        return _TimedRun(run, self.time, self.worker, self.rate)
+        run = _TimedRun(
+            self.learner.start(partitions), self.time, self.worker, self.rate
+        )
+        self.runs[self.worker] = run
+        return run
 
     def average(self, states: Any, shares: np.ndarray) -> Any:
         return self.learner.average(states, shares)
@@ -91,9 +97,15 @@ class _Barrier:
     """The coordinator's epoch barrier and balancer, in simulated time."""
 
     def __init__(
-        self, time: VirtualTime, members: int, policy: BalancingPolicy, latency: float
+        self,
+        time: VirtualTime,
+        members: int,
+        policy: BalancingPolicy,
+        latency: float,
+        evaluate: Callable[[int], dict[str, float]] | None = None,
     ) -> None:
         self.time = time
+        self.evaluate = evaluate
         self.members = members
         self.policy = policy
         self.latency = latency
@@ -117,9 +129,10 @@ class _Barrier:
                         totals[key] += value
                 self.totals[epoch] = dict(totals)
                 at = max(self.time.now(w) for w in reports) + 2 * self.latency
-                self.completed.append(
-                    {"epoch": epoch, "time": at, "totals": dict(totals)}
-                )
+                summary = {"epoch": epoch, "time": at, "totals": dict(totals)}
+                if self.evaluate is not None:
+                    summary.update(self.evaluate(epoch))
+                self.completed.append(summary)
                 self.time.release(list(reports), at)
         self.time.wait(worker, lambda: epoch in self.totals)
         return EpochAnswer(dict(self.totals[epoch]))
@@ -183,6 +196,7 @@ def simulate_fit(
     network: LinkModel,
     rng: np.random.Generator,
     seed: int = 0,
+    evaluate: Callable[[Any], dict[str, float]] | None = None,
 ) -> SimulatedFit:
     """Train ``learner`` on simulated workers, one per entry of ``partitions``.
 
@@ -210,6 +224,11 @@ def simulate_fit(
         real one, bit for bit.
     seed : int, default=0
         Seeds the choice of peers: a run is deterministic.
+    evaluate : callable, optional
+        Called at the end of every epoch with the workers' states averaged
+        as the driver would average them then (the model one would get by
+        stopping there); returns numbers recorded with the epoch, e.g. the
+        objective on held-out rows.
 
     Returns
     -------
@@ -225,14 +244,36 @@ def simulate_fit(
         config.exchange.max_in_flight,
         seed,
     )
+    runs: dict[int, _TimedRun] = {}
+    shares = np.array([sum(p.X.shape[0] for p in parts) for parts in partitions])
+    shares = shares / shares.sum()
+
+    def evaluate_average(epoch: int) -> dict[str, float]:
+        states = [runs[w].state for w in range(n_workers)]
+        averaged = learner.average(states, shares)
+        numbers = {"spread": state_spread(states, averaged)}
+        if evaluate is not None:
+            numbers.update(evaluate(averaged))
+        return numbers
+
     barrier = _Barrier(
         time,
         n_workers,
         BalancingPolicy(policy_limits(config.balancing)),
         network.latency,
+        evaluate_average,
     )
     tasks = _worker_tasks(
-        partitions, learner, time, network, rng, max_iter, shuffle, exchange, config
+        partitions,
+        learner,
+        time,
+        network,
+        rng,
+        max_iter,
+        shuffle,
+        exchange,
+        config,
+        runs,
     )
     results: list[Any] = [None] * n_workers
 
@@ -269,6 +310,18 @@ def simulate_fit(
     )
 
 
+def state_spread(states: list[Any], averaged: Any) -> float:
+    """How far the workers' states lie from their average, relative to it.
+
+    The mean over workers of ``||w_i - w_avg||`` divided by ``||w_avg||``, on
+    the exchanged matrices: 0 when every worker holds the same model.
+    """
+    center = averaged.exchanged()
+    scale = float(np.linalg.norm(center)) or 1.0
+    distances = [float(np.linalg.norm(s.exchanged() - center)) for s in states]
+    return float(np.mean(distances)) / scale
+
+
 def _worker_tasks(
     partitions: list[list[Partition]],
     learner: Learner,
@@ -279,13 +332,14 @@ def _worker_tasks(
     shuffle: bool,
     exchange: ExchangeOptions,
     config: Config,
+    runs: dict[int, _TimedRun],
 ) -> list[FitTask]:
     """Every worker's task, with its share of the schedule and its seed."""
     n_workers = len(partitions)
     n_train = [sum(p.X.shape[0] for p in parts) for parts in partitions]
     tasks = []
     for worker in range(n_workers):
-        timed = _TimedLearner(learner, time, worker, network.rate(worker))
+        timed = _TimedLearner(learner, time, worker, network.rate(worker), runs)
         tasks.append(
             FitTask(
                 fit_id="simulated",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ def simulate(
     n_workers: int,
     network: LinkModel | None = None,
     seed: int = 0,
+    evaluate: Callable[[Any], dict[str, float]] | None = None,
 ) -> tuple[Any, SimulatedFit]:
     """Fit a clone of ``estimator`` on ``n_workers`` simulated workers.
 
@@ -43,6 +45,9 @@ def simulate(
     seed : int, default=0
         Seeds the choice of peers; the rest is seeded by the estimator's
         ``random_state``, as in a real fit.
+    evaluate : callable, optional
+        Called with the averaged state at the end of every epoch (see
+        :func:`simulate_fit`).
 
     Returns
     -------
@@ -81,6 +86,7 @@ def simulate(
             network=network,
             rng=rng,
             seed=seed,
+            evaluate=evaluate,
         )
         recorded["fit"] = fit
         return fit.outcome
