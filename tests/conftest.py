@@ -46,8 +46,10 @@ def w8a():
     path = SHARED_DATA / "w8a.svmlight"
     if not path.exists():
         pytest.skip(
-            f"w8a data set not found at {path}: it lives in the project's shared "
-            "folder, which a plain clone does not have"
+            f"w8a data set not found at {path}: download the training part of "
+            "LIBSVM's 'w8a' (https://www.csie.ntu.edu.tw/~cjlin/libsvmtools/"
+            "datasets/binary.html#w8a) and point DASK_ASGD_SHARED_DATA at the "
+            "folder that holds it as w8a.svmlight"
         )
     from sklearn.datasets import load_svmlight_file
 
