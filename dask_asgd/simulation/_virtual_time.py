@@ -29,7 +29,10 @@ class VirtualTime:
     """
 
     def __init__(self, n_workers: int) -> None:
-        self._condition = threading.Condition()
+        self._lock = threading.Lock()
+        # One condition per worker on the one lock: passing the token wakes
+        # only the worker that gets it (waking all would cost O(N) per step).
+        self._conditions = [threading.Condition(self._lock) for _ in range(n_workers)]
         self._times = [0.0] * n_workers
         self._states = [_READY] * n_workers
         self._current: int | None = 0 if n_workers else None
@@ -46,12 +49,12 @@ class VirtualTime:
 
     def start(self, worker: int) -> None:
         """Block the calling thread until ``worker`` holds the token."""
-        with self._condition:
+        with self._lock:
             self._wait_for_token(worker)
 
     def advance(self, worker: int, seconds: float) -> None:
         """Move ``worker``'s clock forward and let earlier workers run first."""
-        with self._condition:
+        with self._lock:
             self._times[worker] += max(0.0, seconds)
             self._pass_token()
             self._wait_for_token(worker)
@@ -62,7 +65,7 @@ class VirtualTime:
         ``released`` is checked under the lock, so the release cannot be
         missed.
         """
-        with self._condition:
+        with self._lock:
             if released():
                 return
             self._states[worker] = _WAITING
@@ -72,14 +75,14 @@ class VirtualTime:
     def release(self, workers: list[int], at: float) -> None:
         """Wake parked ``workers`` with their clocks set to ``at`` (caller
         holds the token and keeps it)."""
-        with self._condition:
+        with self._lock:
             for worker in workers:
                 self._times[worker] = max(self._times[worker], at)
                 self._states[worker] = _READY
 
     def finish(self, worker: int, error: BaseException | None = None) -> None:
         """``worker``'s thread ends; the token goes to the next worker."""
-        with self._condition:
+        with self._lock:
             self._states[worker] = _DONE
             if error is not None and self.failed is None:
                 self.failed = error
@@ -94,10 +97,14 @@ class VirtualTime:
             if state == _READY
         ]
         self._current = min(ready)[1] if ready else None
-        self._condition.notify_all()
+        if self.failed is not None:
+            for condition in self._conditions:
+                condition.notify_all()
+        elif self._current is not None:
+            self._conditions[self._current].notify()
 
     def _wait_for_token(self, worker: int) -> None:
-        self._condition.wait_for(
+        self._conditions[worker].wait_for(
             lambda: self._current == worker or self.failed is not None
         )
         if self.failed is not None and self._current != worker:
