@@ -92,3 +92,75 @@ class StoppingRule:
                 return Decision.REDUCE_LEARNING_RATE
             return Decision.STOP
         return Decision.CONTINUE
+
+
+class SmoothedInertiaRule:
+    """scikit-learn's ``MiniBatchKMeans`` stopping rule, over one worker's
+    minibatches.
+
+    The first minibatch is ignored (its inertia is the initialisation's). Then
+    the rule fires when the centers moved by at most ``tol`` (squared
+    distance) in one minibatch, or when the exponentially weighted average of
+    the minibatch inertia (per unit of weight, smoothed over about half of the
+    worker's rows) has not reached a new minimum for ``max_no_improvement``
+    minibatches in a row.
+
+    Parameters
+    ----------
+    tol : float
+        Absolute tolerance on the squared distance the centers move in one
+        minibatch (scikit-learn scales its ``tol`` by the data's variance
+        first); 0 disables this test.
+    max_no_improvement : int or None
+        Minibatches without a new minimum before firing; None disables.
+    batch_size : int
+        Rows per minibatch.
+    n_samples : int
+        Rows of the worker: sets the smoothing, as scikit-learn's does.
+    """
+
+    def __init__(
+        self,
+        tol: float,
+        max_no_improvement: int | None,
+        batch_size: int,
+        n_samples: int,
+    ) -> None:
+        self.tol = float(tol)
+        self.max_no_improvement = max_no_improvement
+        self.smoothing = min(min(batch_size, n_samples) * 2.0 / (n_samples + 1), 1.0)
+        self.steps = 0
+        self.average: float | None = None
+        self.best: float | None = None
+        self.no_improvement = 0
+        self.fired = False
+
+    @property
+    def enabled(self) -> bool:
+        """Whether either test can fire."""
+        return self.tol > 0.0 or self.max_no_improvement is not None
+
+    def update(self, inertia: float, weight: float, shift: float) -> bool:
+        """Record one minibatch; return whether the rule has fired (ever)."""
+        self.steps += 1
+        if self.fired or self.steps == 1:
+            return self.fired
+        mean_inertia = inertia / max(weight, 1e-300)
+        if self.average is None:
+            self.average = mean_inertia
+        else:
+            self.average += (mean_inertia - self.average) * self.smoothing
+        if self.tol > 0.0 and shift <= self.tol:
+            self.fired = True
+            return True
+        if self.best is None or self.average < self.best:
+            self.no_improvement = 0
+            self.best = self.average
+        else:
+            self.no_improvement += 1
+        if (
+            self.max_no_improvement is not None
+            and self.no_improvement >= self.max_no_improvement
+        ):
+            self.fired = True
+        return self.fired
