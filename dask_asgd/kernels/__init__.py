@@ -19,6 +19,7 @@ from ._sgd import (
     optimal_init,
     sgd_pass,
 )
+from ._sklearn_order import sklearn_shuffle
 
 __all__ = [
     "BATCH_INERTIA",
@@ -38,4 +39,5 @@ __all__ = [
     "optimal_init",
     "parzen_merge",
     "sgd_pass",
+    "sklearn_shuffle",
 ]

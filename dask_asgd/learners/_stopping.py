@@ -1,4 +1,4 @@
-"""scikit-learn's stopping rule for SGD, applied to numbers summed over workers.
+"""scikit-learn's stopping rules, applied to numbers summed over workers.
 
 Every worker runs this same deterministic rule on the same global numbers
 (returned by the scheduler's epoch barrier), so all take the same decision in
@@ -33,10 +33,6 @@ class StoppingRule:
     adaptive : bool
         With the ``adaptive`` schedule, divide the learning rate by 5 instead
         of stopping, until it falls below 1e-6.
-    relative : bool, default=False
-        Require the loss to fall by ``tol`` times the best loss so far
-        instead of ``tol`` per sample: for losses without a natural scale,
-        such as K-Means' inertia.
     """
 
     def __init__(
@@ -45,13 +41,11 @@ class StoppingRule:
         n_iter_no_change: int,
         early_stopping: bool,
         adaptive: bool,
-        relative: bool = False,
     ) -> None:
         self.tol = -math.inf if tol is None else float(tol)
         self.n_iter_no_change = int(n_iter_no_change)
         self.early_stopping = early_stopping
         self.adaptive = adaptive
-        self.relative = relative
         self.best_loss = math.inf
         self.best_score = -math.inf
         self.no_improvement_count = 0
@@ -63,7 +57,7 @@ class StoppingRule:
         ----------
         value : float
             Validation score if ``early_stopping`` else the summed training
-            loss of the epoch.
+            objective (loss plus penalty) of the epoch.
         n_train : float
             Number of training samples times outputs the loss was summed over.
         eta : float
@@ -80,12 +74,13 @@ class StoppingRule:
                 self.no_improvement_count = 0
             self.best_score = max(self.best_score, value)
         else:
-            required = self.tol * (self.best_loss if self.relative else n_train)
-            if self.tol > -math.inf and value > self.best_loss - required:
+            # scikit-learn compares the mean objective per training sample.
+            mean = value / max(n_train, 1.0)
+            if self.tol > -math.inf and mean > self.best_loss - self.tol:
                 self.no_improvement_count += 1
             else:
                 self.no_improvement_count = 0
-            self.best_loss = min(self.best_loss, value)
+            self.best_loss = min(self.best_loss, mean)
         if self.no_improvement_count >= self.n_iter_no_change:
             if self.adaptive and eta > 1e-6:
                 self.no_improvement_count = 0
