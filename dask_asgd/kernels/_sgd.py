@@ -173,6 +173,24 @@ def _row_add(weights, k, X, data, indices, indptr, is_sparse, i, factor):
 
 
 @njit(**JIT_OPTIONS)
+def _row_add_tracked(weights, k, X, data, indices, indptr, is_sparse, i, factor):
+    """:func:`_row_add` that returns the change of the squared norm of ``k``."""
+    change = 0.0
+    if is_sparse:
+        for position in range(indptr[i], indptr[i + 1]):
+            j = indices[position]
+            old = weights[k, j]
+            weights[k, j] = old + factor * data[position]
+            change += weights[k, j] * weights[k, j] - old * old
+    else:
+        for j in range(X.shape[1]):
+            old = weights[k, j]
+            weights[k, j] = old + factor * X[i, j]
+            change += weights[k, j] * weights[k, j] - old * old
+    return change
+
+
+@njit(**JIT_OPTIONS)
 def _row_norms(weights, k, X, indices, indptr, is_sparse, i):
     """Squared and absolute sums of the weights of ``k`` that row ``i`` touches."""
     squares = absolutes = 0.0
@@ -299,22 +317,38 @@ def _sgd_pass(
                 y = _target(targets, i, k, n_outputs)
                 class_weight = positive_weight[k] if y > 0.0 else negative_weight[k]
                 update = -eta * derivatives[offset, k] * class_weight * sample_weight[i]
-                if track_penalty:
+                # With L1, truncation moves the weights too: measure the row's
+                # norms around both; without, the addition reports its change.
+                norms_around = track_penalty and uses_l1
+                if norms_around:
                     old_squares, old_absolutes = _row_norms(
                         weights, k, X, indices, indptr, is_sparse, i
                     )
                 if update != 0.0:
-                    _row_add(
-                        weights,
-                        k,
-                        X,
-                        data,
-                        indices,
-                        indptr,
-                        is_sparse,
-                        i,
-                        update / scale,
-                    )
+                    if track_penalty and not uses_l1:
+                        squares[k] += _row_add_tracked(
+                            weights,
+                            k,
+                            X,
+                            data,
+                            indices,
+                            indptr,
+                            is_sparse,
+                            i,
+                            update / scale,
+                        )
+                    else:
+                        _row_add(
+                            weights,
+                            k,
+                            X,
+                            data,
+                            indices,
+                            indptr,
+                            is_sparse,
+                            i,
+                            update / scale,
+                        )
                     if settings.fit_intercept:
                         intercepts[k] += update * settings.intercept_decay
                 if uses_l1:
@@ -330,7 +364,7 @@ def _sgd_pass(
                         scale,
                         u,
                     )
-                if track_penalty:
+                if norms_around:
                     new_squares, new_absolutes = _row_norms(
                         weights, k, X, indices, indptr, is_sparse, i
                     )
