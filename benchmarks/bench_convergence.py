@@ -263,7 +263,7 @@ def kmeans_problem(args: argparse.Namespace) -> Problem:
         lambda random_state, **extra: ASGDKMeans(
             args.clusters,
             batch_size=args.batch_size,
-            tol=None,
+            max_no_improvement=None,
             random_state=random_state,
             **extra,
         ),

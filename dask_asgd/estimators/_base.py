@@ -144,13 +144,14 @@ class BaseASGD(BaseEstimator):
 
         Uses the estimator's ``n_workers``, ``min_rows_per_worker``,
         ``shuffle`` and exchange parameters, and logs every epoch when the
-        estimator is ``verbose``.
+        estimator is ``verbose``. A learner that visits the rows in its own
+        order gets them unshuffled.
         """
         return fit_on_cluster(
             rows,
             learner,
             max_iter=int(max_iter),
-            shuffle=bool(self.shuffle),
+            shuffle=bool(self.shuffle) and not getattr(learner, "orders_rows", False),
             # One epoch (partial_fit) has no stopping decision to agree on.
             synchronise=max_iter > 1,
             exchange=ExchangeOptions(

@@ -59,9 +59,11 @@ class Holdout:
             )
         if idx_train.shape[0] == 0 or idx_val.shape[0] == 0:
             raise ValueError(
-                f"Splitting {y.shape[0]} samples into a train set and a validation set "
-                f"with validation_fraction={self.fraction} led to an empty "
-                "set. Either provide more data, or increase validation_fraction."
+                f"Splitting {y.shape[0]} samples into a train set and a validation "
+                f"set with validation_fraction={self.fraction!r} led to an empty "
+                f"set ({idx_train.shape[0]} and {idx_val.shape[0]} samples). Please "
+                "either change validation_fraction, increase number of samples, or "
+                "disable early_stopping."
             )
         validation = np.zeros(y.shape[0], dtype=bool)
         validation[idx_val] = True
@@ -93,6 +95,7 @@ class TrainingData:
         *,
         reset: bool,
         target: TargetKind,
+        allow_all_zero_weights: bool = False,
     ) -> TrainingData:
         """Check the input of ``fit`` or ``partial_fit`` as scikit-learn does.
 
@@ -110,6 +113,9 @@ class TrainingData:
             after the first).
         target : {"classes", "real", None}
             What ``y`` holds.
+        allow_all_zero_weights : bool, default=False
+            Accept in-memory weights that are all zero (a later check says
+            more about them).
 
         Returns
         -------
@@ -126,7 +132,12 @@ class TrainingData:
             X, y = validate_data(
                 estimator, X, y, reset=reset, y_numeric=target == "real", **X_CHECKS
             )
-        sample_weight = _check_sample_weight(sample_weight, X, dtype=X.dtype)
+        sample_weight = _check_sample_weight(
+            sample_weight,
+            X,
+            dtype=X.dtype,
+            allow_all_zero_weights=allow_all_zero_weights,
+        )
         return cls(X, y, sample_weight, is_dask=False)
 
     @property

@@ -6,20 +6,17 @@ from numbers import Integral, Real
 from typing import Any, ClassVar
 
 import numpy as np
-import scipy.sparse as sp
 from sklearn.base import (
     ClassNamePrefixFeaturesOutMixin,
     ClusterMixin,
     TransformerMixin,
     _fit_context,
 )
-from sklearn.cluster import kmeans_plusplus
 from sklearn.metrics import euclidean_distances, pairwise_distances_argmin_min
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import (
     _check_sample_weight,
-    check_array,
     check_is_fitted,
     validate_data,
 )
@@ -27,6 +24,7 @@ from sklearn.utils.validation import (
 from .. import _config
 from ..learners import KMeansLearner, KMeansState
 from ..runtime import FitOutcome
+from . import _kmeans_init as kmeans_init
 from ._base import COMMUNICATION_PARAMETERS_DOC, BaseASGD
 from ._dask_input import (
     align_sample_weight,
@@ -43,68 +41,88 @@ class ASGDKMeans(
     __doc__ = (
         """K-Means clustering trained by asynchronous parallel SGD on Dask.
 
-    The scikit-learn counterpart is :class:`~sklearn.cluster.MiniBatchKMeans`:
-    the same minibatch update (each center moves to the weighted mean of its
-    previous position and the rows assigned to it, with a learning rate of
-    one over the weight it has absorbed), run by every Dask worker on the
-    rows it holds. With communication, workers push their centers to random
-    peers and merge received centers that pass the Parzen-window test; the
-    final centers are the average of the workers' centers. All workers start
-    from the same centers, chosen on the driver from a sample of the rows.
-    Without an active :class:`distributed.Client`, ``fit`` runs on an
-    embedded local cluster.
+    The scikit-learn counterpart is :class:`~sklearn.cluster.MiniBatchKMeans`,
+    with its parameters, attributes, errors and warnings: the same minibatch
+    update (each center moves to the weighted mean of its previous position
+    and the rows assigned to it, with a learning rate of one over the weight
+    it has absorbed) and the same random reassignment of nearly empty
+    centers, run by every Dask worker on the rows it holds. With
+    communication, workers push their centers to random peers and merge
+    received centers that pass the Parzen-window test; the final centers are
+    the average of the workers' centers. All workers start from the same
+    centers, chosen on the driver as scikit-learn chooses them. Without an
+    active :class:`distributed.Client`, ``fit`` runs on an embedded local
+    cluster.
 
     Parameters
     ----------
     n_clusters : int, default=8
         Number of clusters.
-    init : {'k-means++', 'random'}, callable or array of shape \
+    init : {'k-means++', 'random'}, callable or array-like of shape \
             (n_clusters, n_features), default='k-means++'
         How the starting centers are chosen, from ``init_size`` rows drawn at
-        random: scikit-learn's k-means++ seeding, ``n_clusters`` rows at
-        random (with probability proportional to their weight), a callable
-        ``init(X_sample, n_clusters, random_state)`` returning the centers, or
-        the centers themselves.
+        random: scikit-learn's greedy k-means++ seeding, ``n_clusters`` rows
+        at random (with probability proportional to their weight), a
+        callable ``init(X_sample, n_clusters, random_state)`` returning the
+        centers, or the centers themselves (never modified).
     max_iter : int, default=100
         Maximum number of epochs: passes over the whole data set, every
         worker passing once over the rows it holds.
     batch_size : int, default=1024
         Rows per minibatch of each worker.
-    tol : float or None, default=1e-4
-        Training stops when the epoch's inertia, summed over all workers,
-        has not fallen by more than ``tol`` times the best so far for
-        ``n_iter_no_change`` epochs. None disables the rule.
-    n_iter_no_change : int, default=3
-        Epochs without such an improvement before stopping.
-    init_size : int or None, default=None
-        Rows drawn for the initialisation; None means ``3 * batch_size``
-        (at least ``3 * n_clusters``), as in scikit-learn.
+    verbose : int, default=0
+        Log one line per epoch at INFO level (``logging``).
     compute_labels : bool, default=True
         Compute ``labels_`` and ``inertia_`` on the training rows (of the
         last ``partial_fit``) with the final centers (one more pass over the
         data; with Dask input ``labels_`` is a lazy Dask array).
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initialisation, the assignment of rows to workers, every
+        worker's shuffling and the random reassignments.
+    tol : float, default=0.0
+        A worker's stopping rule fires when its centers move, in one
+        minibatch, by a squared distance of at most ``tol`` times the mean
+        variance of the features (scikit-learn's rule). 0 disables it.
+    max_no_improvement : int or None, default=10
+        A worker's stopping rule also fires after this many consecutive
+        minibatches without improvement of its smoothed minibatch inertia
+        (scikit-learn's rule, on the worker's own minibatches). None
+        disables it.
+    init_size : int or None, default=None
+        Rows drawn (with replacement) for each seeding, and for the rows the
+        seedings are compared on; None means ``3 * batch_size`` (at least
+        ``3 * n_clusters``), as in scikit-learn.
+    n_init : 'auto' or int, default='auto'
+        Number of seedings; the one with the lowest inertia on ``init_size``
+        rows drawn at random is kept. ``'auto'``: 1 for k-means++ and given
+        centers, 3 for ``'random'`` and a callable, as in scikit-learn.
+    reassignment_ratio : float, default=0.01
+        After a minibatch, centers that have absorbed less than this share
+        of the largest count jump to random rows of the minibatch (tried
+        whenever a center is empty and every ``10 * n_clusters`` rows, as in
+        scikit-learn). Each worker applies it to its own counts; the
+        exchange carries the moved centers to its peers. 0 disables it.
     shuffle : bool, default=True
         Assign rows to workers at random and visit them in a new random order
         each epoch.
-    random_state : int, RandomState instance or None, default=None
-        Seeds the initialisation, the assignment of rows to workers and every
-        worker's shuffling.
-    verbose : int, default=0
-        Log one line per epoch at INFO level (``logging``).
 """
         + COMMUNICATION_PARAMETERS_DOC
         + """
     Attributes
     ----------
     cluster_centers_ : ndarray of shape (n_clusters, n_features)
-        Cluster centers.
+        Cluster centers, in the dtype of the training data.
     labels_ : ndarray of shape (n_samples,) or dask array
         Cluster of each training row (with ``compute_labels``).
     inertia_ : float
         Weighted sum of squared distances of the training rows to their
-        closest center (with ``compute_labels``).
+        closest center with ``compute_labels``; without, the inertia of the
+        last epoch's minibatches, each measured before its update (as
+        scikit-learn approximates it from its minibatches).
     n_iter_ : int
         Number of epochs run.
+    n_steps_ : int
+        Number of minibatches processed, summed over the workers.
     counts_ : ndarray of shape (n_clusters,)
         Weight of the rows each center has absorbed over all workers; sets
         the learning rates of a later ``partial_fit``.
@@ -115,8 +133,9 @@ class ASGDKMeans(
     history_ : pandas.DataFrame
         One row per worker and epoch: the worker's mean squared distance
         (``local_loss``), the mean over all workers (``loss``), rows,
-        seconds, and with communication the send interval, message size and
-        cumulative exchange counters, as for the linear estimators.
+        minibatches (``steps``), seconds, and with communication the send
+        interval, message size and cumulative exchange counters, as for the
+        linear estimators.
     communication_history_ : pandas.DataFrame
         One row per worker and change of its send interval or message size.
 
@@ -127,12 +146,22 @@ class ASGDKMeans(
 
     Notes
     -----
-    Differences from scikit-learn's ``MiniBatchKMeans``: there is one start
-    (no ``n_init``; scikit-learn also uses one with k-means++), centers that
-    absorb almost no rows are not moved to random rows (no
-    ``reassignment_ratio``), and training stops on the inertia of whole epochs
-    (``tol``, ``n_iter_no_change``) rather than on a smoothed minibatch
-    inertia (``max_no_improvement``).
+    Where the meaning differs from scikit-learn's ``MiniBatchKMeans``, because
+    every worker passes over the rows it holds instead of drawing minibatches
+    from the whole data set:
+
+    * Minibatches are consecutive rows of each worker's shuffled epoch, not
+      drawn with replacement; ``max_iter`` counts epochs.
+    * ``tol`` and ``max_no_improvement`` are scikit-learn's rules applied by
+      every worker to its own minibatches; training stops at the end of the
+      first epoch after which every worker's rule has fired, not at the
+      minibatch where it fired.
+    * ``partial_fit`` makes one pass over ``X`` in minibatches of
+      ``batch_size`` rows (scikit-learn takes ``X`` as one minibatch), and
+      ``n_steps_`` grows by the number of those minibatches.
+
+    With in-memory input the starting centers are scikit-learn's for the
+    same ``random_state``.
 
     Examples
     --------
@@ -151,13 +180,15 @@ class ASGDKMeans(
         "init": [StrOptions({"k-means++", "random"}), callable, "array-like"],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "tol": [Interval(Real, 0, None, closed="left"), None],
-        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
-        "init_size": [Interval(Integral, 1, None, closed="left"), None],
-        "compute_labels": ["boolean"],
-        "shuffle": ["boolean"],
-        "random_state": ["random_state"],
         "verbose": ["verbose"],
+        "compute_labels": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "max_no_improvement": [Interval(Integral, 0, None, closed="left"), None],
+        "init_size": [Interval(Integral, 1, None, closed="left"), None],
+        "n_init": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "reassignment_ratio": [Interval(Real, 0, None, closed="left")],
+        "shuffle": ["boolean"],
     }
     _epoch_loss_name = "mean squared distance"
     _epoch_rows_name = "rows"
@@ -169,13 +200,15 @@ class ASGDKMeans(
         init: Any = "k-means++",
         max_iter: int = 100,
         batch_size: int = 1024,
-        tol: float | None = 1e-4,
-        n_iter_no_change: int = 3,
-        init_size: int | None = None,
-        compute_labels: bool = True,
-        shuffle: bool = True,
-        random_state: Any = None,
         verbose: int = 0,
+        compute_labels: bool = True,
+        random_state: Any = None,
+        tol: float = 0.0,
+        max_no_improvement: int | None = 10,
+        init_size: int | None = None,
+        n_init: str | int = "auto",
+        reassignment_ratio: float = 0.01,
+        shuffle: bool = True,
         n_workers: int | None = None,
         min_rows_per_worker: int = 1024,
         communication: str = "adaptive",
@@ -187,13 +220,15 @@ class ASGDKMeans(
         self.init = init
         self.max_iter = max_iter
         self.batch_size = batch_size
-        self.tol = tol
-        self.n_iter_no_change = n_iter_no_change
-        self.init_size = init_size
-        self.compute_labels = compute_labels
-        self.shuffle = shuffle
-        self.random_state = random_state
         self.verbose = verbose
+        self.compute_labels = compute_labels
+        self.random_state = random_state
+        self.tol = tol
+        self.max_no_improvement = max_no_improvement
+        self.init_size = init_size
+        self.n_init = n_init
+        self.reassignment_ratio = reassignment_ratio
+        self.shuffle = shuffle
         self.n_workers = n_workers
         self.min_rows_per_worker = min_rows_per_worker
         self.communication = communication
@@ -252,123 +287,98 @@ class ASGDKMeans(
         self, config: _config.Config, partial: bool, X: Any, sample_weight: Any
     ) -> ASGDKMeans:
         """One ``fit`` (``max_iter`` epochs) or ``partial_fit`` (one epoch)."""
-        max_iter = 1 if partial else int(self.max_iter)
         # partial_fit after a fit or partial_fit continues from its centers.
         continuing = partial and hasattr(self, "cluster_centers_")
         data = TrainingData.check(
             self, X, None, sample_weight, reset=not continuing, target=None
         )
-        if data.n_samples < self.n_clusters:
-            raise ValueError(
-                f"n_samples={data.n_samples} should be >= n_clusters={self.n_clusters}."
-            )
-        random_state = check_random_state(self.random_state)
         if continuing:
+            random_state = getattr(self, "_random_state", None)
+            if random_state is None:
+                random_state = check_random_state(self.random_state)
             state = KMeansState(
                 self.cluster_centers_.astype(data.dtype), self.counts_.copy()
             )
+            tol = 0.0
         else:
-            centers = self._initial_centers(data.X, data.sample_weight, random_state)
-            state = KMeansState(centers, np.zeros(self.n_clusters))
+            init_plan = kmeans_init.plan(self, data.n_samples)
+            random_state = check_random_state(self.random_state)
+            state = KMeansState(
+                self._starting_centers(data, init_plan, partial, random_state),
+                np.zeros(self.n_clusters),
+            )
+            tol = kmeans_init.tolerance(data.X, self.tol)
         # Drawn after the starting centers, from the same random state, so
         # that one seed fixes both.
         rng = self._driver_rng(random_state)
         learner = KMeansLearner(
             state=state,
             batch_size=int(self.batch_size),
-            tol=self.tol if max_iter > 1 else None,
-            n_iter_no_change=int(self.n_iter_no_change),
+            tol=0.0 if partial else tol,
+            max_no_improvement=None if partial else self.max_no_improvement,
+            reassignment_ratio=float(self.reassignment_ratio),
+            seed=int(rng.integers(np.iinfo(np.int32).max)),
         )
+        max_iter = 1 if partial else int(self.max_iter)
         outcome = self._train_on_cluster(
             data.rows(None, None), learner, max_iter, rng, config
         )
-        self._set_fitted(outcome, data)
+        self._set_fitted(outcome, data, partial)
+        # partial_fit keeps drawing from one random state, as scikit-learn's.
+        self._random_state = random_state
         return self
 
-    def _set_fitted(self, outcome: FitOutcome, data: TrainingData) -> None:
+    def _starting_centers(
+        self,
+        data: TrainingData,
+        init_plan: kmeans_init.InitPlan,
+        partial: bool,
+        random_state: np.random.RandomState,
+    ) -> np.ndarray:
+        """The centers a fit starts from: the best of ``n_init`` seedings, or
+        one seeding for the first ``partial_fit``, as in scikit-learn."""
+        if not partial:
+            return kmeans_init.best_of_seedings(
+                self, data.X, data.sample_weight, init_plan, random_state
+            )
+        if kmeans_init.is_given_centers(self.init):
+            return kmeans_init.given_centers(
+                self.init, self.n_clusters, data.dtype, data.n_features
+            )
+        return kmeans_init.seed_centers(
+            self, data.X, data.sample_weight, init_plan.init_size, random_state
+        )
+
+    def _set_fitted(
+        self, outcome: FitOutcome, data: TrainingData, partial: bool
+    ) -> None:
         """Set the fitted attributes, and the labels of ``data`` if asked."""
         self._store_outcome(outcome)
         self.cluster_centers_ = outcome.state.centers
         self.counts_ = outcome.state.counts
-        for name in ("labels_", "inertia_"):
-            self.__dict__.pop(name, None)
+        steps = int(outcome.history["steps"].sum()) if len(outcome.history) else 0
+        self.n_steps_ = steps + (getattr(self, "n_steps_", 0) if partial else 0)
+        self.__dict__.pop("labels_", None)
         if self.compute_labels:
             self.labels_, distances = self._labels_and_distances(data.X)
             self.inertia_ = _weighted_inertia(distances, data.sample_weight)
-
-    def _initial_centers(
-        self, X: Any, sample_weight: Any, random_state: np.random.RandomState
-    ) -> np.ndarray:
-        """Starting centers, chosen on the driver from a sample of the rows."""
-        n_features = X.shape[1]
-        if not isinstance(self.init, str) and not callable(self.init):
-            return self._given_centers(X.dtype, n_features)
-        sample, weights = self._init_sample(X, sample_weight, random_state)
-        if isinstance(self.init, str) and self.init == "k-means++":
-            centers, _ = kmeans_plusplus(
-                sample,
-                self.n_clusters,
-                sample_weight=weights,
-                random_state=random_state,
-            )
-        elif isinstance(self.init, str):
-            chosen = random_state.choice(
-                sample.shape[0],
-                self.n_clusters,
-                replace=False,
-                p=weights / weights.sum(),
-            )
-            centers = sample[chosen]
         else:
-            centers = self.init(sample, self.n_clusters, random_state=random_state)
-        if sp.issparse(centers):
-            centers = centers.toarray()
-        centers = np.ascontiguousarray(centers, dtype=X.dtype)
-        if centers.shape != (self.n_clusters, n_features):
-            raise ValueError(
-                f"The init callable returned centers of shape {centers.shape}, "
-                f"expected {(self.n_clusters, n_features)}."
-            )
-        return centers
+            self.inertia_ = self._last_epoch_inertia(outcome, data)
 
-    def _given_centers(self, dtype: Any, n_features: int) -> np.ndarray:
-        """``init`` given as an array, checked against the data."""
-        centers = check_array(self.init, dtype=dtype, copy=True, order="C")
-        if centers.shape[0] != self.n_clusters:
-            raise ValueError(
-                f"The shape of the initial centers {centers.shape} does not "
-                f"match the number of clusters {self.n_clusters}."
+    def _last_epoch_inertia(self, outcome: FitOutcome, data: TrainingData) -> float:
+        """The minibatch inertia of the last epoch, per unit of weight, times
+        the weight of the data (scikit-learn's estimate without labels)."""
+        history = outcome.history
+        last = history[history["epoch"] == history["epoch"].max()]
+        weights = data.sample_weight
+        if weights is None:
+            total_weight = float(data.n_samples)
+        else:
+            total = weights.sum()
+            total_weight = float(
+                total.compute() if is_dask_collection(total) else total
             )
-        if centers.shape[1] != n_features:
-            raise ValueError(
-                f"The shape of the initial centers {centers.shape} does not "
-                f"match the number of features of the data {n_features}."
-            )
-        return centers
-
-    def _init_sample(
-        self, X: Any, sample_weight: Any, random_state: np.random.RandomState
-    ) -> tuple[Any, np.ndarray]:
-        """The ``init_size`` rows the starting centers are chosen from, in
-        memory, and their weights."""
-        n_samples = X.shape[0]
-        init_size = self.init_size or 3 * self.batch_size
-        init_size = min(max(init_size, 3 * self.n_clusters), n_samples)
-        rows = np.sort(random_state.choice(n_samples, init_size, replace=False))
-        sample = X[rows]
-        weights = sample_weight[rows] if sample_weight is not None else None
-        if is_dask_collection(sample):
-            import dask
-
-            sample, weights = dask.compute(sample, weights)
-        if sp.issparse(sample):
-            sample = sp.csr_matrix(sample)
-        weights = (
-            np.ones(sample.shape[0])
-            if weights is None
-            else np.asarray(weights, dtype=np.float64)
-        )
-        return sample, weights
+        return float(last["loss"].mean()) * total_weight
 
     def _epoch_mean_loss(self, totals: dict[str, float]) -> float:
         # Rows carry weights: the mean is over the weight they add up to.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from numbers import Integral
 from typing import Any, ClassVar
 
 import numpy as np
@@ -50,6 +51,14 @@ class ASGDClassifier(LinearClassifierMixin, BaseSGDLinear):
 {LINEAR_PARAMETERS_DOC}
     class_weight : dict, 'balanced' or None, default=None
         Weights of the classes, as in scikit-learn.
+    n_jobs : int or None, default=None
+        Accepted so that code written for :class:`~sklearn.linear_model.SGDClassifier`
+        runs unchanged, and has no effect. In scikit-learn it spreads the
+        one-vs-rest problems of a multiclass fit over threads, which changes
+        speed, never results. Here every worker trains all classes in one pass
+        over its rows, and a fit's parallelism is the Dask workers' (see
+        ``n_workers``): mapping ``n_jobs`` onto workers would change the model,
+        which ``n_jobs`` never does in scikit-learn.
 
     Attributes
     ----------
@@ -98,6 +107,7 @@ class ASGDClassifier(LinearClassifierMixin, BaseSGDLinear):
         **BaseSGDLinear._parameter_constraints,
         "loss": [StrOptions(_CLASSIFICATION_LOSSES)],
         "class_weight": [StrOptions({"balanced"}), dict, None],
+        "n_jobs": [Integral, None],
     }
     _target_kind = "classes"
     _score_kind = "accuracy"
@@ -115,6 +125,7 @@ class ASGDClassifier(LinearClassifierMixin, BaseSGDLinear):
         shuffle: bool = True,
         verbose: int = 0,
         epsilon: float = 0.1,
+        n_jobs: int | None = None,
         random_state: Any = None,
         learning_rate: str = "optimal",
         eta0: float = 0.01,
@@ -143,6 +154,7 @@ class ASGDClassifier(LinearClassifierMixin, BaseSGDLinear):
         self.shuffle = shuffle
         self.verbose = verbose
         self.epsilon = epsilon
+        self.n_jobs = n_jobs
         self.random_state = random_state
         self.learning_rate = learning_rate
         self.eta0 = eta0

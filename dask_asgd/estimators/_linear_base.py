@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model._base import SparseCoefMixin
+from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ..kernels import (
@@ -54,9 +55,10 @@ LINEAR_PARAMETERS_DOC = (
         Maximum number of epochs: passes over the whole data set, every worker
         passing once over the rows it holds.
     tol : float or None, default=1e-3
-        Training stops when the loss summed over all workers has not improved
-        by ``tol * n_samples`` for ``n_iter_no_change`` epochs (or the
-        validation score by ``tol``, with ``early_stopping``). None disables.
+        Training stops when the objective (loss plus penalty) per training
+        sample, summed over all workers, has not improved by ``tol`` for
+        ``n_iter_no_change`` epochs (or the validation score by ``tol``, with
+        ``early_stopping``), as in scikit-learn. None disables.
     shuffle : bool, default=True
         Assign rows to workers at random and visit them in a new random order
         each epoch (random order of blocks of consecutive rows).
@@ -73,7 +75,8 @@ LINEAR_PARAMETERS_DOC = (
         Initial learning rate of the ``constant``, ``invscaling`` and
         ``adaptive`` schedules.
     power_t : float
-        Exponent of the ``invscaling`` schedule.
+        Exponent of the ``invscaling`` schedule. Negative values are
+        deprecated, as in scikit-learn (a ``FutureWarning``).
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the rows and stop when the
         validation score stops improving. Each worker scores its own model on
@@ -113,7 +116,7 @@ class BaseSGDLinear(SparseCoefMixin, BaseASGD):
         "l1_ratio": [Interval(Real, 0, 1, closed="both"), None],
         "fit_intercept": ["boolean"],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
-        "tol": [Interval(Real, None, None, closed="neither"), None],
+        "tol": [Interval(Real, 0, None, closed="left"), None],
         "shuffle": ["boolean"],
         "verbose": ["verbose"],
         "epsilon": [Interval(Real, 0, None, closed="left")],
@@ -172,18 +175,57 @@ class BaseSGDLinear(SparseCoefMixin, BaseASGD):
         if not partial:
             coef_init, intercept_init = self._warm_start_init(coef_init, intercept_init)
         data = TrainingData.check(
-            self, X, y, sample_weight, reset=not continuing, target=self._target_kind
+            self,
+            X,
+            y,
+            sample_weight,
+            reset=not continuing,
+            target=self._target_kind,
+            # Early stopping says more about zero weights than the generic
+            # check would (see Holdout.split), as in scikit-learn.
+            allow_all_zero_weights=bool(self.early_stopping)
+            and self._target_kind == "classes",
         )
         targets = self._targets(data, classes, partial)
         state, t_start = self._starting_point(
             targets.n_outputs, data, coef_init, intercept_init, continuing
         )
-        rows = data.rows(targets.encoder, self._holdout(max_iter))
-        rng = self._driver_rng()
+        rows = data.rows(targets.encoder, self._holdout(partial))
+        random_state = check_random_state(self.random_state)
+        order_seed = self._sklearn_order_seed(data, targets.n_outputs, random_state)
+        rng = self._driver_rng(random_state)
         learner = self._learner(rows, state, t_start, targets, max_iter)
+        learner.order_seed = order_seed
         outcome = self._train_on_cluster(rows, learner, max_iter, rng, config)
-        self._set_fitted(outcome, t_start, max_iter)
+        self._set_fitted(outcome, t_start, partial)
         return self
+
+    def _sklearn_order_seed(
+        self, data: TrainingData, n_outputs: int, random_state: np.random.RandomState
+    ) -> int | None:
+        """The seed of scikit-learn's shuffling when this fit can follow it.
+
+        A fit on one worker (in-memory rows, and ``n_workers=1`` or fewer than
+        ``2 * min_rows_per_worker`` rows) with one output visits the rows in
+        scikit-learn's order, drawn from ``random_state`` as scikit-learn
+        draws it; so it takes scikit-learn's path on the same rows. Several
+        outputs cannot: scikit-learn shuffles each one-vs-rest problem with
+        its own seed, where every output here trains in one pass.
+        """
+        one_worker = self.n_workers == 1 or data.n_samples < 2 * int(
+            self.min_rows_per_worker
+        )
+        if not (self.shuffle and one_worker and not data.is_dask and n_outputs == 1):
+            return None
+        max_int = np.iinfo(np.int32).max
+        if self._target_kind == "classes":
+            # make_dataset's seed first, then _plain_sgd's.
+            random_state.randint(1, max_int)
+            return int(random_state.randint(max_int))
+        # SGDRegressor draws _plain_sgd's seed first.
+        seed = int(random_state.randint(0, max_int))
+        random_state.randint(1, max_int)
+        return seed
 
     def _learner(
         self,
@@ -207,19 +249,29 @@ class BaseSGDLinear(SparseCoefMixin, BaseASGD):
             negative_weight=targets.negative_weight.astype(rows.dtype),
         )
 
-    def _set_fitted(self, outcome: FitOutcome, t_start: float, max_iter: int) -> None:
-        """Set the fitted attributes; warn if ``max_iter`` ended the fit."""
+    def _set_fitted(self, outcome: FitOutcome, t_start: float, partial: bool) -> None:
+        """Set the fitted attributes; after ``fit``, warn as scikit-learn does."""
         self._store_outcome(outcome)
         self._standard = outcome.state
         self.t_ = t_start + outcome.n_samples_trained
-        if self.tol is not None and max_iter > 1 and self.n_iter_ == max_iter:
+        self._publish_coefficients()
+        if partial:
+            return
+        if self.tol is not None and self.n_iter_ == self.max_iter:
             warnings.warn(
                 "Maximum number of iteration reached before convergence. Consider "
                 "increasing max_iter to improve the fit.",
                 ConvergenceWarning,
                 stacklevel=6,
             )
-        self._publish_coefficients()
+        if self.power_t < 0:
+            warnings.warn(
+                "Negative values for `power_t` are deprecated in version 1.8 and "
+                "will raise an error in 1.10. Use values in the range [0.0, inf) "
+                "instead.",
+                FutureWarning,
+                stacklevel=6,
+            )
 
     def _publish_coefficients(self) -> None:
         use_average = self.average and self.average <= self.t_ - 1
@@ -239,9 +291,10 @@ class BaseSGDLinear(SparseCoefMixin, BaseASGD):
             return self._standard.weights, self._standard.intercepts
         return coef_init, intercept_init
 
-    def _holdout(self, max_iter: int) -> Holdout | None:
-        """Rows to hold out for early stopping; none for one epoch."""
-        if not (self.early_stopping and max_iter > 1):
+    def _holdout(self, partial: bool) -> Holdout | None:
+        """Rows to hold out for early stopping (``fit`` only, even for one
+        epoch, as scikit-learn)."""
+        if not self.early_stopping or partial:
             return None
         return Holdout(
             self.validation_fraction,

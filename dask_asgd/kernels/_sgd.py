@@ -173,6 +173,40 @@ def _row_add(weights, k, X, data, indices, indptr, is_sparse, i, factor):
 
 
 @njit(**JIT_OPTIONS)
+def _row_add_tracked(weights, k, X, data, indices, indptr, is_sparse, i, factor):
+    """:func:`_row_add` that returns the change of the squared norm of ``k``."""
+    change = 0.0
+    if is_sparse:
+        for position in range(indptr[i], indptr[i + 1]):
+            j = indices[position]
+            old = weights[k, j]
+            weights[k, j] = old + factor * data[position]
+            change += weights[k, j] * weights[k, j] - old * old
+    else:
+        for j in range(X.shape[1]):
+            old = weights[k, j]
+            weights[k, j] = old + factor * X[i, j]
+            change += weights[k, j] * weights[k, j] - old * old
+    return change
+
+
+@njit(**JIT_OPTIONS)
+def _row_norms(weights, k, X, indices, indptr, is_sparse, i):
+    """Squared and absolute sums of the weights of ``k`` that row ``i`` touches."""
+    squares = absolutes = 0.0
+    if is_sparse:
+        for position in range(indptr[i], indptr[i + 1]):
+            value = weights[k, indices[position]]
+            squares += value * value
+            absolutes += abs(value)
+    else:
+        for j in range(X.shape[1]):
+            squares += weights[k, j] * weights[k, j]
+            absolutes += abs(weights[k, j])
+    return squares, absolutes
+
+
+@njit(**JIT_OPTIONS)
 def _truncate_l1(weights, cumulative, k, j, scale, u):
     # Cumulative-penalty truncation: clip towards zero by what the penalty
     # owes, and remember what was actually applied.
@@ -216,6 +250,7 @@ def _sgd_pass(
     u,
     active,
     output_losses,
+    output_penalties,
 ):
     n_outputs = weights.shape[0]
     batch_size = settings.batch_size
@@ -225,6 +260,18 @@ def _sgd_pass(
     derivatives = np.empty((batch_size, n_outputs))
     scale = 1.0
     n = order.shape[0]
+    # The penalty term of scikit-learn's objective, at the weights each sample
+    # is predicted with: squared and absolute sums of the unscaled weights,
+    # kept up to date over the features each update touches.
+    track_penalty = output_penalties.shape[0] > 0 and (uses_l1 or uses_l2)
+    squares = np.zeros(n_outputs)
+    absolutes = np.zeros(n_outputs)
+    old_squares = old_absolutes = 0.0
+    if track_penalty:
+        for k in range(n_outputs):
+            for j in range(weights.shape[1]):
+                squares[k] += weights[k, j] * weights[k, j]
+                absolutes[k] += abs(weights[k, j])
     for batch_start in range(0, n, batch_size):
         batch_stop = min(batch_start + batch_size, n)
         # Pass 1: predictions at the minibatch's starting weights.
@@ -244,6 +291,11 @@ def _sgd_pass(
                 derivatives[offset, k] = loss_derivative(
                     settings.loss, p, y, settings.loss_parameter
                 )
+                if track_penalty:
+                    output_penalties[k] += settings.alpha * (
+                        (1.0 - settings.l1_ratio) * 0.5 * scale * scale * squares[k]
+                        + settings.l1_ratio * scale * absolutes[k]
+                    )
         # Pass 2: the per-sample updates, in scikit-learn's order.
         for offset in range(batch_stop - batch_start):
             i = order[batch_start + offset]
@@ -254,6 +306,8 @@ def _sgd_pass(
                 )
                 if scale < _MIN_SCALE:
                     _fold_scale(weights, active, scale)
+                    squares *= scale * scale
+                    absolutes *= scale
                     scale = 1.0
             if uses_l1:
                 u += settings.l1_ratio * eta * settings.alpha
@@ -263,18 +317,38 @@ def _sgd_pass(
                 y = _target(targets, i, k, n_outputs)
                 class_weight = positive_weight[k] if y > 0.0 else negative_weight[k]
                 update = -eta * derivatives[offset, k] * class_weight * sample_weight[i]
-                if update != 0.0:
-                    _row_add(
-                        weights,
-                        k,
-                        X,
-                        data,
-                        indices,
-                        indptr,
-                        is_sparse,
-                        i,
-                        update / scale,
+                # With L1, truncation moves the weights too: measure the row's
+                # norms around both; without, the addition reports its change.
+                norms_around = track_penalty and uses_l1
+                if norms_around:
+                    old_squares, old_absolutes = _row_norms(
+                        weights, k, X, indices, indptr, is_sparse, i
                     )
+                if update != 0.0:
+                    if track_penalty and not uses_l1:
+                        squares[k] += _row_add_tracked(
+                            weights,
+                            k,
+                            X,
+                            data,
+                            indices,
+                            indptr,
+                            is_sparse,
+                            i,
+                            update / scale,
+                        )
+                    else:
+                        _row_add(
+                            weights,
+                            k,
+                            X,
+                            data,
+                            indices,
+                            indptr,
+                            is_sparse,
+                            i,
+                            update / scale,
+                        )
                     if settings.fit_intercept:
                         intercepts[k] += update * settings.intercept_decay
                 if uses_l1:
@@ -290,6 +364,12 @@ def _sgd_pass(
                         scale,
                         u,
                     )
+                if norms_around:
+                    new_squares, new_absolutes = _row_norms(
+                        weights, k, X, indices, indptr, is_sparse, i
+                    )
+                    squares[k] += new_squares - old_squares
+                    absolutes[k] += new_absolutes - old_absolutes
             t += 1.0
         if averaging and t - 1.0 >= settings.average_start:
             # Running mean over samples: this minibatch's samples past the
@@ -337,6 +417,7 @@ def sgd_pass(
     u: float,
     active: np.ndarray | None = None,
     output_losses: np.ndarray | None = None,
+    output_penalties: np.ndarray | None = None,
 ) -> tuple[float, float, float]:
     """Run minibatch SGD over the rows ``order`` of ``X``, in place.
 
@@ -374,6 +455,11 @@ def sgd_pass(
         that already stopped). Default: all.
     output_losses : ndarray of float64, shape (n_outputs,), optional
         If given, the loss of each output is added to it.
+    output_penalties : ndarray of float64, shape (n_outputs,), optional
+        If given, the penalty term of scikit-learn's objective,
+        ``alpha * ((1 - l1_ratio) / 2 * ||w||^2 + l1_ratio * ||w||_1)``, at
+        the weights each sample is predicted with, summed over the samples,
+        is added to it per output (nothing without a penalty).
 
     Returns
     -------
@@ -389,6 +475,7 @@ def sgd_pass(
     if active is None:
         active = np.ones(n_outputs, dtype=np.bool_)
     losses = np.zeros(n_outputs)
+    penalties = np.zeros(n_outputs if output_penalties is not None else 0)
     dense, data, indices, indptr, is_sparse = kernel_rows(X, weights.dtype)
     t, u = _sgd_pass(
         weights,
@@ -411,9 +498,12 @@ def sgd_pass(
         float(u),
         active,
         losses,
+        penalties,
     )
     # A diverging model yields infinite losses: the caller checks for it.
     with np.errstate(over="ignore", invalid="ignore"):
         if output_losses is not None:
             output_losses += losses
+        if output_penalties is not None:
+            output_penalties += penalties
         return t, float(losses.sum()), u

@@ -6,7 +6,7 @@ exchanged matrix and the final average.
 """
 
 from ._protocol import ExchangedState, Learner, LearnerRun, Partition
-from ._stopping import Decision, StoppingRule
+from ._stopping import Decision, SmoothedInertiaRule, StoppingRule
 from .kmeans import KMeansLearner, KMeansState
 from .linear import LinearLearner, LinearState
 
@@ -20,5 +20,6 @@ __all__ = [
     "LinearLearner",
     "LinearState",
     "Partition",
+    "SmoothedInertiaRule",
     "StoppingRule",
 ]

@@ -13,9 +13,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..kernels import kmeans_pass
+from ..kernels import Reassignment, kmeans_pass, n_minibatches
 from ._protocol import Partition, weighted_sum
-from ._stopping import Decision, StoppingRule
+from ._stopping import SmoothedInertiaRule
 
 
 @dataclass
@@ -83,17 +83,31 @@ class KMeansLearner:
         Starting centers and counts.
     batch_size : int
         Rows per minibatch.
-    tol : float or None
-        Relative decrease of the epoch's inertia (summed over workers)
-        required to count as progress; None disables the rule.
-    n_iter_no_change : int
-        Epochs without progress before stopping.
+    tol : float, default=0.0
+        Squared distance the centers may move in one minibatch for a worker's
+        stopping rule to fire (absolute; 0 disables this test).
+    max_no_improvement : int or None, default=None
+        Minibatches without improvement of a worker's smoothed inertia before
+        its rule fires; None disables this test.
+    reassignment_ratio : float, default=0.0
+        scikit-learn's random reassignment of centers that absorb fewer rows
+        than this share of the largest count; 0 disables it.
+    seed : int, default=0
+        Seeds the reassignment's draws, drawn on the driver.
+
+    Notes
+    -----
+    Each worker applies scikit-learn's ``MiniBatchKMeans`` stopping rule to
+    its own minibatches; training stops at the end of the first epoch after
+    which every worker's rule has fired.
     """
 
     state: KMeansState
     batch_size: int
-    tol: float | None
-    n_iter_no_change: int
+    tol: float = 0.0
+    max_no_improvement: int | None = None
+    reassignment_ratio: float = 0.0
+    seed: int = 0
 
     def for_worker(self, share: float) -> KMeansLearner:
         """The same learner: counts are the learning rates, whatever the share."""
@@ -119,18 +133,21 @@ class KMeansRun:
         ]
         self.n_rows = int(sum(rows.shape[0] for rows in self.training_rows))
         self.weight = float(sum(p.sample_weight.sum() for p in partitions))
-        self.rule = StoppingRule(
-            learner.tol,
-            learner.n_iter_no_change,
-            early_stopping=False,
-            adaptive=False,
-            relative=True,
+        # Every worker draws from the driver's seed: the draws pick positions
+        # within each worker's own minibatches, which hold different rows.
+        self.reassignment = Reassignment.seeded(
+            learner.reassignment_ratio, learner.seed
+        )
+        self.rule = SmoothedInertiaRule(
+            learner.tol, learner.max_no_improvement, learner.batch_size, self.n_rows
         )
         self.inertia = 0.0
+        self.steps = 0
         self.n_visited = 0
 
     def train(self, partition: Partition, rows: np.ndarray) -> float:
         """Run minibatch K-Means over ``rows``; return their inertia."""
+        stats = np.empty((n_minibatches(rows.shape[0], self.learner.batch_size), 3))
         inertia = kmeans_pass(
             self.state.centers,
             self.state.counts,
@@ -138,30 +155,41 @@ class KMeansRun:
             partition.sample_weight,
             rows,
             self.learner.batch_size,
+            reassignment=self.reassignment,
+            batch_stats=stats,
         )
+        if self.rule.enabled:
+            for batch_inertia, weight, shift in stats:
+                self.rule.update(batch_inertia, weight, shift)
+        self.steps += stats.shape[0]
         self.inertia += inertia
         return inertia
 
     def epoch_values(self) -> tuple[dict[str, float], dict[str, Any]]:
-        """The epoch's inertia and the weight it was summed over."""
+        """The epoch's inertia, its weight, and whether this worker's rule fired."""
         values = {
             "loss": self.inertia,
             "n_train": float(self.n_rows),
             "weight": self.weight,
+            "converged": float(self.rule.fired),
+            "workers": 1.0,
         }
         record = {
             "local_loss": self.inertia / max(self.weight, 1e-300),
             "samples": self.n_rows,
+            "steps": self.steps,
         }
         self.n_visited += self.n_rows
         self.inertia = 0.0
+        self.steps = 0
         return values, record
 
     def after_epoch(self, totals: dict[str, float]) -> tuple[dict[str, Any], bool]:
-        """Mean squared distance per unit of weight over all workers; stop?"""
+        """Mean squared distance per unit of weight over all workers; stop once
+        every worker's rule has fired."""
         record = {"loss": totals["loss"] / max(totals["weight"], 1e-300)}
-        decision = self.rule.update(totals["loss"], totals["n_train"], 0.0)
-        return record, decision is Decision.STOP
+        stop = self.rule.enabled and totals["converged"] >= totals["workers"]
+        return record, stop
 
     def result(self) -> tuple[KMeansState, int]:
         """The trained centers and the rows visited."""

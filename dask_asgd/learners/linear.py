@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..kernels import StepSettings, sgd_pass
+from ..kernels import StepSettings, sgd_pass, sklearn_shuffle
 from ._protocol import Partition, weighted_sum
 from ._stopping import Decision, StoppingRule
 
@@ -153,6 +153,12 @@ class LinearLearner:
         The validation score.
     positive_weight, negative_weight : ndarray of shape (n_outputs,)
         Class weights of positive and negative targets.
+    order_seed : int or None, default=None
+        Visit the rows in scikit-learn's order (see
+        :func:`~dask_asgd.kernels.sklearn_shuffle`) with this seed, on one
+        worker that holds them in their original order; the runtime must not
+        shuffle them (see :attr:`orders_rows`). None leaves the order to the
+        runtime.
     """
 
     settings: StepSettings
@@ -165,6 +171,12 @@ class LinearLearner:
     score: str
     positive_weight: np.ndarray
     negative_weight: np.ndarray
+    order_seed: int | None = None
+
+    @property
+    def orders_rows(self) -> bool:
+        """Whether the learner visits the rows in its own (scikit-learn's) order."""
+        return self.order_seed is not None
 
     @property
     def batch_size(self) -> int:
@@ -203,6 +215,10 @@ class LinearRun:
             for p in partitions
         ]
         self.n_train = int(sum(rows.shape[0] for rows in self.training_rows))
+        # scikit-learn shuffles all rows, held-out ones included, and skips
+        # those: the training rows keep the order they have in the shuffle.
+        self.indexes = [np.arange(p.X.shape[0], dtype=np.int64) for p in partitions]
+        self._next_order()
         # scikit-learn stops each one-vs-rest problem on its own loss; the
         # validation score and the adaptive schedule's shared learning rate are
         # about the whole model, so those use one rule for all outputs.
@@ -220,6 +236,21 @@ class LinearRun:
         ]
         self.active = np.ones(n_outputs, dtype=np.bool_)
         self.output_losses = np.zeros(n_outputs)
+        # scikit-learn stops on the objective: the loss plus the penalty.
+        self.output_penalties = np.zeros(n_outputs)
+
+    def _next_order(self) -> None:
+        """Shuffle the rows for the next epoch as scikit-learn would."""
+        if self.learner.order_seed is None:
+            return
+        for position, (index, partition) in enumerate(
+            zip(self.indexes, self.partitions, strict=True)
+        ):
+            sklearn_shuffle(index, self.learner.order_seed)
+            held_out = partition.validation
+            self.training_rows[position] = (
+                index.copy() if held_out is None else index[~held_out[index]]
+            )
 
     def train(self, partition: Partition, rows: np.ndarray) -> float:
         """Run the SGD kernel over ``rows``; return the sum of their losses."""
@@ -241,15 +272,23 @@ class LinearRun:
             self.l1_total,
             self.active,
             self.output_losses,
+            self.output_penalties,
         )
         return loss
 
     def epoch_values(self) -> tuple[dict[str, float], dict[str, Any]]:
         """The epoch's losses (per output) and validation statistics."""
         losses = self.output_losses
+        objectives = losses + self.output_penalties
         n_outputs = losses.shape[0]
-        values = {"loss": float(losses.sum()), "n_train": float(self.n_train)}
-        values.update({f"loss_{k}": float(losses[k]) for k in range(n_outputs)})
+        values = {
+            "loss": float(losses.sum()),
+            "objective": float(objectives.sum()),
+            "n_train": float(self.n_train),
+        }
+        values.update(
+            {f"objective_{k}": float(objectives[k]) for k in range(n_outputs)}
+        )
         if self.learner.early_stopping:
             values.update(
                 validation_values(self.state, self.partitions, self.learner.score)
@@ -260,6 +299,7 @@ class LinearRun:
             "eta": self.settings.eta0,
         }
         self.output_losses = np.zeros(n_outputs)
+        self.output_penalties = np.zeros(n_outputs)
         return values, record
 
     def after_epoch(self, totals: dict[str, float]) -> tuple[dict[str, Any], bool]:
@@ -273,21 +313,23 @@ class LinearRun:
         if self.per_output:
             for k in np.flatnonzero(self.active):
                 decision = self.rules[k].update(
-                    totals[f"loss_{k}"], totals["n_train"], self.settings.eta0
+                    totals[f"objective_{k}"], totals["n_train"], self.settings.eta0
                 )
                 if decision is Decision.STOP:
                     self.active[k] = False
+            self._next_order()
             return record, not self.active.any()
         monitored = (
             record["validation_score"]
             if self.learner.early_stopping
-            else totals["loss"]
+            else totals["objective"]
         )
         decision = self.rules[0].update(
-            monitored, totals["n_train"] * self.active.shape[0], self.settings.eta0
+            monitored, totals["n_train"], self.settings.eta0
         )
         if decision is Decision.REDUCE_LEARNING_RATE:
             self.settings = self.settings._replace(eta0=self.settings.eta0 / 5.0)
+        self._next_order()
         return record, decision is Decision.STOP
 
     def result(self) -> tuple[LinearState, int]:

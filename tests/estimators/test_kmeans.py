@@ -73,16 +73,24 @@ def test_sparse_real_data_w8a(client, w8a):
     assert_fit_left_nothing(client)
 
 
-def test_stops_on_tol(client, blobs):
+def test_stopping_rules_fire_per_worker(client, blobs):
     X, _ = blobs
-    model = ASGDKMeans(6, tol=1e-2, n_iter_no_change=1, random_state=0).fit(X)
-    # After the first epoch the centers barely move: one epoch without a 1 %
-    # improvement ends the fit long before max_iter.
-    assert model.n_iter_ < 10
-    losses = model.history_.groupby("epoch")["loss"].first().to_numpy()
-    assert len(losses) == model.n_iter_ >= 2
-    # The last epoch is the one that did not improve on the best before it.
-    assert losses[-1] > losses[:-1].min() * (1 - 1e-2)
+    # Without either rule the fit runs max_iter epochs.
+    never = ASGDKMeans(6, max_no_improvement=None, max_iter=4, random_state=0).fit(X)
+    assert never.n_iter_ == 4
+    # Every worker makes ceil(rows / batch_size) minibatches per epoch.
+    per_epoch = never.history_.groupby("epoch")["steps"].sum()
+    assert (per_epoch == 2 * int(np.ceil(20_000 / 1024))).all()
+    assert never.n_steps_ == per_epoch.sum()
+    # scikit-learn's default rule (10 minibatches without improvement of the
+    # smoothed inertia) ends the fit long before max_iter.
+    default = ASGDKMeans(6, random_state=0).fit(X)
+    assert default.n_iter_ < 20
+    assert default.n_steps_ == default.history_["steps"].sum()
+    # A tolerance no minibatch can miss fires at every worker's second
+    # minibatch: the fit ends after its first epoch.
+    moved = ASGDKMeans(6, tol=1e3, max_no_improvement=None, random_state=0).fit(X)
+    assert moved.n_iter_ == 1
 
 
 def test_transform_and_pipeline(client, blobs):
@@ -184,7 +192,8 @@ def test_init_array_and_callable(client, blobs, reference):
         return sample[:n_clusters]
 
     ASGDKMeans(6, init=first_rows, init_size=500, max_iter=2).fit(X)
-    assert calls == [(500, 10)]
+    # n_init="auto" seeds a callable 3 times, as MiniBatchKMeans does.
+    assert calls == [(500, 10)] * 3
 
 
 def test_errors_in_sklearn_words(client, blobs):

@@ -45,7 +45,7 @@ def test_kmeans_minibatches_are_whole_whatever_the_chunks():
         shuffle=False,
         n_workers=1,
         max_iter=2,
-        tol=None,
+        max_no_improvement=None,
         random_state=0,
     )
     whole = fit_with_chunks(ASGDKMeans(**params), X, None, 8192)

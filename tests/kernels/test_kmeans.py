@@ -8,7 +8,14 @@ import scipy.sparse as sp
 from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 
-from dask_asgd.kernels import kmeans_pass
+from dask_asgd.kernels import (
+    BATCH_INERTIA,
+    BATCH_SHIFT,
+    BATCH_WEIGHT,
+    Reassignment,
+    kmeans_pass,
+    n_minibatches,
+)
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +133,121 @@ def test_bad_arguments_are_refused(blobs):
         kmeans_pass(centers, np.zeros(3), blobs, np.ones(3000), np.arange(5), 0)
     with pytest.raises(ValueError, match="counts"):
         kmeans_pass(centers, np.zeros(4), blobs, np.ones(3000), np.arange(5), 2)
+
+
+def sklearn_step():
+    kmeans_module = pytest.importorskip("sklearn.cluster._kmeans")
+    step = getattr(kmeans_module, "_mini_batch_step", None)
+    if step is None:
+        pytest.skip("this scikit-learn has no _mini_batch_step to compare with")
+    return step
+
+
+@pytest.mark.parametrize("kind", ["dense", "csr"])
+def test_reassignment_moves_the_centers_sklearn_moves(blobs, kind):
+    # Two centers far from every row receive nothing: scikit-learn's step
+    # reassigns them to rows of the minibatch and resets their counts. Which
+    # centers move and the counts do not depend on the random draws, so they
+    # must agree exactly; the rows drawn must be rows of the minibatch.
+    step = sklearn_step()
+    X = as_input(blobs, kind, np.float64)
+    far = np.full((2, blobs.shape[1]), 1e3)
+    start = np.vstack([blobs[:3], far])
+    rows = np.arange(200, dtype=np.int64)
+    weights = np.ones(blobs.shape[0])
+
+    centers, counts = start.copy(), np.zeros(5)
+    stats = np.empty((1, 3))
+    kmeans_pass(
+        centers,
+        counts,
+        X,
+        weights,
+        rows,
+        200,
+        reassignment=Reassignment.seeded(0.01, 7),
+        batch_stats=stats,
+    )
+
+    expected, expected_counts = start.copy(), np.zeros(5)
+    new = expected.copy()
+    step(
+        X[rows],
+        weights[rows],
+        expected,
+        new,
+        expected_counts,
+        np.random.RandomState(0),
+        random_reassign=True,
+        reassignment_ratio=0.01,
+    )
+    np.testing.assert_array_equal(counts, expected_counts)
+    np.testing.assert_allclose(centers[:3], new[:3], rtol=1e-12)
+    batch = blobs[rows]
+    for center in centers[3:]:
+        assert np.any(np.all(batch == center, axis=1))
+    assert not np.array_equal(centers[3], centers[4])
+    np.testing.assert_allclose(
+        stats[0, BATCH_SHIFT], ((centers - start) ** 2).sum(), rtol=1e-9
+    )
+
+
+def test_reassignment_draws_are_fixed_by_the_seed(blobs):
+    far = np.full((3, blobs.shape[1]), 1e3)
+    results = []
+    for seed in (1, 1, 2):
+        centers, counts = np.vstack([blobs[:2], far]), np.zeros(5)
+        kmeans_pass(
+            centers,
+            counts,
+            blobs,
+            np.ones(3000),
+            np.arange(300, dtype=np.int64),
+            100,
+            reassignment=Reassignment.seeded(0.01, seed),
+        )
+        results.append(centers)
+    np.testing.assert_array_equal(results[0], results[1])
+    assert not np.array_equal(results[0], results[2])
+
+
+def test_reassignment_is_tried_as_often_as_sklearn_tries(blobs):
+    # With every count non-zero, scikit-learn tries again only once
+    # 10 * n_clusters rows were visited since the last try.
+    state = Reassignment.seeded(0.5, 0)
+    centers, counts = blobs[:3].copy(), np.array([1.0, 1.0, 1e6])
+    kmeans_pass(
+        centers, counts, blobs, np.ones(3000), np.arange(10), 10, reassignment=state
+    )
+    # 10 rows < 30: no try, the small counts stay small.
+    assert state.rows_since[0] == 10 and counts[0] < 0.5 * counts[2]
+    kmeans_pass(
+        centers, counts, blobs, np.ones(3000), np.arange(10, 30), 20, reassignment=state
+    )
+    assert state.rows_since[0] == 0
+    # After a try, every count is at least the ratio times the largest.
+    assert counts.min() >= 0.5 * counts.max()
+
+
+def test_batch_stats_add_up_to_the_pass(blobs):
+    order = np.random.default_rng(4).permutation(3000).astype(np.int64)
+    weights = np.random.default_rng(5).uniform(0.5, 2, 3000)
+    centers, counts = blobs[:4].copy(), np.zeros(4)
+    stats = np.empty((n_minibatches(3000, 256), 3))
+    before = centers.copy()
+    inertia = kmeans_pass(
+        centers, counts, blobs, weights, order, 256, batch_stats=stats
+    )
+    np.testing.assert_allclose(stats[:, BATCH_INERTIA].sum(), inertia, rtol=1e-12)
+    np.testing.assert_allclose(stats[:, BATCH_WEIGHT].sum(), weights.sum())
+    assert stats[0, BATCH_SHIFT] > 0
+    # The first minibatch's shift is the distance the centers moved in it.
+    first, first_counts = before.copy(), np.zeros(4)
+    kmeans_pass(first, first_counts, blobs, weights, order[:256], 256)
+    np.testing.assert_allclose(
+        stats[0, BATCH_SHIFT], ((first - before) ** 2).sum(), rtol=1e-9
+    )
+    with pytest.raises(ValueError, match="batch_stats"):
+        kmeans_pass(
+            centers, counts, blobs, weights, order, 256, batch_stats=np.empty((2, 3))
+        )

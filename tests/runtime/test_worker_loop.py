@@ -86,7 +86,7 @@ def test_chunk_boundaries_never_cut_a_linear_minibatch(rows, chunk_samples):
 
 def test_chunk_boundaries_never_cut_a_kmeans_minibatch(rows):
     start = KMeansState(rows.X[:3].copy(), np.zeros(3))
-    learner = KMeansLearner(state=start, batch_size=8, tol=None, n_iter_no_change=3)
+    learner = KMeansLearner(state=start, batch_size=8)
     result = run_worker(
         task_for(learner, chunk_samples=20), [rows], AloneControlPlane()
     )
