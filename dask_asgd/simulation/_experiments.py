@@ -127,7 +127,8 @@ def _kmeans(args: argparse.Namespace) -> Workload:
 
     def estimator(**params: Any) -> Any:
         return ASGDKMeans(
-            50, batch_size=1024, tol=None, max_iter=args.epochs, random_state=0,
+            50, batch_size=1024, max_no_improvement=None, max_iter=args.epochs,
+            random_state=0,
             min_rows_per_worker=1, **params,
         )  # fmt: skip
 

@@ -81,7 +81,7 @@ def test_kmeans_runs_on_many_simulated_workers():
         4,
         batch_size=64,
         max_iter=2,
-        tol=None,
+        max_no_improvement=None,
         random_state=0,
         communication="fixed",
         send_interval=512,
