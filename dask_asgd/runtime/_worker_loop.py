@@ -207,6 +207,7 @@ def open_communicator(
         yield None
         return
     settings = task.config.exchange
+    start = task.learner.state.exchanged()
     spec = TopicSpec(
         topic=task.fit_id,
         mailbox_slots=settings.mailbox_slots,
@@ -214,16 +215,21 @@ def open_communicator(
         send_timeout=settings.send_timeout,
         min_bandwidth=settings.min_bandwidth,
         seed=task.seed,
+        # What the handler lets into the mailbox: blocks of this state only.
+        payload_shape=start.shape,
+        payload_dtype=start.dtype.name,
     )
     endpoint = join_topic(spec, task.peers)
     try:
         exchange = StateExchange(
             endpoint,
-            task.learner.state.exchanged_shape[1],
+            start.shape[1],
             options.message_size,
             options.parzen_window,
             type(task.learner.state).parzen_per_row,
         )
+        exchange.limit_magnitude(start)
+        del start
         yield Communicator(
             exchange,
             options.send_interval,
