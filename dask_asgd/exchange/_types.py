@@ -53,6 +53,9 @@ class TopicSpec:
         refused as non-finite); integer, boolean, complex, string and object
         payloads are refused as ``"dtype"``. None: any real numeric dtype
         (integers included) is accepted as it is.
+    max_abs : float, optional
+        The endpoint's magnitude bound from the moment it joins (see
+        ``Endpoint.limit_magnitude``); None: no bound.
 
     Notes
     -----
@@ -69,6 +72,7 @@ class TopicSpec:
     seed: int | None = None
     payload_shape: tuple[int, int] | None = None
     payload_dtype: str | None = None
+    max_abs: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.topic, str) or not self.topic:
@@ -99,6 +103,8 @@ class TopicSpec:
             if dtype.kind != "f":
                 raise ValueError(f"payload_dtype must be a floating dtype, got {dtype}")
             object.__setattr__(self, "payload_dtype", dtype.name)
+        if self.max_abs is not None and not self.max_abs > 0:
+            raise ValueError(f"max_abs must be > 0 or None, got {self.max_abs}")
 
     def timeout_for(self, nbytes: int) -> float | None:
         """Seconds a send of ``nbytes`` may take before it counts as failed.

@@ -104,7 +104,7 @@ class Endpoint:
         # Read by the handler on the event loop without a lock: replacing a
         # float is atomic, and a message checked against the previous bound
         # is as good as one that arrived a moment earlier.
-        self._max_abs: float | None = None
+        self._max_abs: float | None = spec.max_abs
 
     # ----------------------------------------------------------------------
     # Methods for worker thread

@@ -24,7 +24,7 @@ from ..learners import Partition
 from ._communicator import Communicator, SettingsSource
 from ._loop_cpu import event_loop_cpu_clock
 from ._shuffle import epoch_order
-from ._state_exchange import StateExchange
+from ._state_exchange import StateExchange, magnitude_bound
 from ._task import FitTask, WorkerResult
 
 logger = logging.getLogger(__name__)
@@ -218,6 +218,7 @@ def open_communicator(
         # What the handler lets into the mailbox: blocks of this state only.
         payload_shape=start.shape,
         payload_dtype=start.dtype.name,
+        max_abs=magnitude_bound(start),
     )
     endpoint = join_topic(spec, task.peers)
     try:
@@ -228,8 +229,7 @@ def open_communicator(
             options.parzen_window,
             type(task.learner.state).parzen_per_row,
         )
-        exchange.limit_magnitude(start)
-        del start
+        del start  # a copy of the state, not needed while training
         yield Communicator(
             exchange,
             options.send_interval,

@@ -80,9 +80,15 @@ def make_receiver(**spec):
     worker = fake_worker(B, rpc)
     plugin = ExchangeWorkerPlugin()
     plugin.setup(worker)
-    settings = {"payload_shape": SHAPE, "payload_dtype": "float32", **spec}
+    settings = {
+        "payload_shape": SHAPE,
+        "payload_dtype": "float32",
+        "max_abs": 1e6,
+        **spec,
+    }
     endpoint = plugin.join(topic_spec("fit", **settings), [A, B])
-    endpoint.limit_magnitude(1e6)
+    # Bounded from the moment it joined.
+    assert endpoint.max_abs == settings["max_abs"]
     return plugin, worker, endpoint
 
 
@@ -215,6 +221,7 @@ def test_unhashable_topic_is_unknown():
         ({"payload_shape": (0, 4)}, "payload_shape"),
         ({"payload_shape": (2.0, 4)}, "payload_shape"),
         ({"payload_dtype": "int64"}, "payload_dtype"),
+        ({"max_abs": 0.0}, "max_abs"),
     ],
 )
 def test_declared_state_is_validated(spec, match):
