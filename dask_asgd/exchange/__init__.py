@@ -6,7 +6,10 @@ scheduler. This layer knows nothing about losses or models.
 
 Install :class:`ExchangeWorkerPlugin` once per cluster, then call
 :func:`join_topic` from each training task with a :class:`TopicSpec` to get an
-:class:`Endpoint`.
+:class:`Endpoint`. The spec may declare the array a subscriber can merge
+(``payload_shape``, ``payload_dtype``) and the endpoint a magnitude bound
+(:meth:`Endpoint.limit_magnitude`): the receiving handler then refuses,
+before the mailbox, any message that does not fit, and counts it by reason.
 
 This layer reads no configuration: every setting comes from the caller. The
 training driver reads them once, from the ``asgd.exchange.*`` keys of its own

@@ -53,6 +53,8 @@ class Mailbox(Generic[T]):
         self.lost: int = 0
         #: Messages handed to the reader.
         self.read: int = 0
+        #: Unread messages dropped by :meth:`discard`.
+        self.discarded: int = 0
 
     @property
     def slots(self) -> int:
@@ -96,6 +98,24 @@ class Mailbox(Generic[T]):
             self.read += len(messages)
         return messages
 
+    def discard(self) -> int:
+        """Drop every unread message at once, counting them as discarded.
+
+        The owner calls it when it stops reading (a closed subscription), so
+        that the messages' memory is freed now rather than when the mailbox
+        itself goes.
+
+        Returns
+        -------
+        int
+            Messages dropped.
+        """
+        with self._lock:
+            dropped = len(self._unread)
+            self._unread.clear()
+            self.discarded += dropped
+        return dropped
+
     def __len__(self) -> int:
         """Number of unread messages."""
         with self._lock:
@@ -107,8 +127,8 @@ class Mailbox(Generic[T]):
         Returns
         -------
         dict
-            ``delivered``, ``lost``, ``read`` and ``unread``; always
-            ``delivered == lost + read + unread``.
+            ``delivered``, ``lost``, ``read``, ``unread`` and ``discarded``;
+            always ``delivered == lost + read + unread + discarded``.
         """
         with self._lock:
             return {
@@ -116,6 +136,7 @@ class Mailbox(Generic[T]):
                 "lost": self.lost,
                 "read": self.read,
                 "unread": len(self._unread),
+                "discarded": self.discarded,
             }
 
     def __repr__(self) -> str:

@@ -39,6 +39,29 @@ class TopicSpec:
         ``send_timeout + n / min_bandwidth`` seconds. None: no allowance.
     seed : int or None, default=None
         Seed of the random peer choice.
+    payload_shape : tuple of (int, int), optional
+        The subscribed state's shape ``(n_rows, n_columns)``. When given, a
+        message is refused unless its payload is a ``(n_rows, width)``
+        block of it, ``1 <= width <= n_columns``, whose metadata's
+        ``column_start`` (0 if absent) places it inside the state; a payload
+        with more elements than the state is refused as ``"too-large"``.
+        None: any shape is accepted.
+    payload_dtype : str, optional
+        The subscribed state's floating dtype (``"float32"`` or
+        ``"float64"``). When given, a payload of any real floating dtype is
+        accepted and cast to it (a value the cast makes infinite is then
+        refused as non-finite); integer, boolean, complex, string and object
+        payloads are refused as ``"dtype"``. None: any real numeric dtype
+        (integers included) is accepted as it is.
+    max_abs : float, optional
+        The endpoint's magnitude bound from the moment it joins (see
+        ``Endpoint.limit_magnitude``); None: no bound.
+
+    Notes
+    -----
+    The exchange knows no model: ``payload_shape`` and ``payload_dtype`` are
+    how a subscriber declares what it can merge, so that the receiving
+    handler refuses what it cannot before it enters the mailbox.
     """
 
     topic: str
@@ -47,6 +70,9 @@ class TopicSpec:
     send_timeout: float | None
     min_bandwidth: float | None
     seed: int | None = None
+    payload_shape: tuple[int, int] | None = None
+    payload_dtype: str | None = None
+    max_abs: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.topic, str) or not self.topic:
@@ -61,6 +87,24 @@ class TopicSpec:
             raise ValueError(
                 f"min_bandwidth must be > 0 bytes/s, got {self.min_bandwidth}"
             )
+        if self.payload_shape is not None:
+            shape = tuple(self.payload_shape)
+            if len(shape) != 2 or not all(
+                isinstance(n, (int, np.integer)) and n >= 1 for n in shape
+            ):
+                raise ValueError(
+                    "payload_shape must be two ints >= 1 (n_rows, n_columns), "
+                    f"got {self.payload_shape!r}"
+                )
+            # Plain ints: the spec travels pickled inside the training task.
+            object.__setattr__(self, "payload_shape", (int(shape[0]), int(shape[1])))
+        if self.payload_dtype is not None:
+            dtype = np.dtype(self.payload_dtype)
+            if dtype.kind != "f":
+                raise ValueError(f"payload_dtype must be a floating dtype, got {dtype}")
+            object.__setattr__(self, "payload_dtype", dtype.name)
+        if self.max_abs is not None and not self.max_abs > 0:
+            raise ValueError(f"max_abs must be > 0 or None, got {self.max_abs}")
 
     def timeout_for(self, nbytes: int) -> float | None:
         """Seconds a send of ``nbytes`` may take before it counts as failed.

@@ -16,6 +16,7 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,6 +26,7 @@ from distributed.protocol.serialize import Serialize
 from dask_asgd._config import parse_rate, parse_seconds
 from dask_asgd._exceptions import PluginNotInstalledError
 
+from ._admission import Refused, admit
 from ._comms import LinkShaper, Publisher
 from ._mailbox import Mailbox
 from ._types import PLUGIN_NAME, RECEIVE_HANDLER, Message, TopicSpec
@@ -39,8 +41,38 @@ message_logger = logging.getLogger(__name__ + ".messages")
 
 #: Closed subscriptions remembered per worker, so that late messages of a
 #: closed topic are refused *and* counted on its endpoint. Topics end rarely
-#: (once per fit), so a short memory covers every late message in practice.
+#: (once per fit), so a short memory covers every late message in practice;
+#: it holds counters and the publisher (for teardown), never payloads.
 _RETIRED_LIMIT = 64
+
+
+class _ReceiveCounters:
+    """What a subscription counts of its incoming messages besides its mailbox.
+
+    Kept apart from the endpoint so that a closed subscription's memory holds
+    these few numbers only, never its mailbox.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.bytes_received: int = 0
+        self.refused: Counter[str] = Counter()
+
+    def add_received(self, nbytes: int) -> None:
+        with self.lock:
+            self.bytes_received += nbytes
+
+    def add_refused(self, reason: str) -> None:
+        with self.lock:
+            self.refused[reason] += 1
+
+
+@dataclass(frozen=True)
+class _Retired:
+    """A closed subscription as the plugin remembers it: no payloads."""
+
+    counters: _ReceiveCounters
+    publisher: Publisher
 
 
 class Endpoint:
@@ -67,10 +99,12 @@ class Endpoint:
         self._plugin = plugin
         self._publisher = publisher
         self._mailbox: Mailbox[Message] = Mailbox(spec.mailbox_slots)
-        self._lock = threading.Lock()
+        self._counters = _ReceiveCounters()
         self._closed: bool = False
-        self._bytes_received: int = 0
-        self._refused: int = 0
+        # Read by the handler on the event loop without a lock: replacing a
+        # float is atomic, and a message checked against the previous bound
+        # is as good as one that arrived a moment earlier.
+        self._max_abs: float | None = spec.max_abs
 
     # ----------------------------------------------------------------------
     # Methods for worker thread
@@ -142,7 +176,28 @@ class Endpoint:
         """
         return self._mailbox.drain()
 
-    def stats(self) -> dict[str, int | float]:
+    def limit_magnitude(self, max_abs: float | None) -> None:
+        """Refuse, from now on, messages holding a value beyond ``max_abs``.
+
+        The exchange knows no model: the subscriber says how large a value
+        it can merge, and may change the bound as its state evolves. A
+        message beyond it is refused with reason ``"magnitude"``.
+
+        Parameters
+        ----------
+        max_abs : float or None
+            Largest magnitude accepted; None removes the bound.
+        """
+        if max_abs is not None and not max_abs > 0:
+            raise ValueError(f"max_abs must be > 0 or None, got {max_abs}")
+        self._max_abs = None if max_abs is None else float(max_abs)
+
+    @property
+    def max_abs(self) -> float | None:
+        """The magnitude bound of :meth:`limit_magnitude`, or None."""
+        return self._max_abs
+
+    def stats(self) -> dict[str, Any]:
         """Return the counters of this endpoint.
 
         Returns
@@ -155,32 +210,42 @@ class Endpoint:
             ``in_flight``, ``send_latency`` (mean seconds from publish to the
             peer's answer) and ``send_latency_total``. Receiving side:
             ``received`` (entered the mailbox), ``lost`` (overwritten unread),
-            ``read``, ``unread``, ``bytes_received`` and ``refused`` (messages
-            that came after :meth:`close`).
+            ``read``, ``unread``, ``discarded`` (unread at :meth:`close`),
+            ``bytes_received``, ``refused`` (messages of this topic refused
+            on this worker: malformed ones, and those that came after
+            :meth:`close`) and ``refused_by_reason`` (the same, by reason).
         """
-        out = self._publisher.stats()
+        out: dict[str, Any] = dict(self._publisher.stats())
         box = self._mailbox.counters()
         out["received"] = box["delivered"]
         out["lost"] = box["lost"]
         out["read"] = box["read"]
         out["unread"] = box["unread"]
-        with self._lock:
-            out["bytes_received"] = self._bytes_received
-            out["refused"] = self._refused
+        out["discarded"] = box["discarded"]
+        counters = self._counters
+        with counters.lock:
+            out["bytes_received"] = counters.bytes_received
+            out["refused"] = sum(counters.refused.values())
+            out["refused_by_reason"] = dict(counters.refused)
         return out
 
     def close(self) -> None:
         """Unsubscribe: later messages for this topic are refused.
 
-        Sends already in flight finish (each within ``send_timeout``); new
-        publishes are dropped. Calling it again does nothing. A task that joins
-        the topic on this worker again (a restarted one) gets its messages.
+        Unread messages are discarded at once (their memory is freed now,
+        counted in ``discarded``); only counters are kept for the refusals
+        of late messages. Sends already in flight finish (each within
+        ``send_timeout``); new publishes are dropped. Calling it again does
+        nothing. A task that joins the topic on this worker again (a
+        restarted one) gets its messages.
         """
         if self._closed:
             return
         self._closed = True
         self._publisher.close()
         self._plugin._unsubscribe(self)
+        # After the unsubscription: the handler can no longer deliver here.
+        self._mailbox.discard()
 
     def __enter__(self) -> Endpoint:
         return self
@@ -195,15 +260,11 @@ class Endpoint:
     def _deliver(self, message: Message) -> None:
         if self._mailbox.put(message):
             message_logger.debug("%s: overwrote an unread message", self.spec)
-        with self._lock:
-            self._bytes_received += message.nbytes
-
-    def _count_refused(self) -> None:
-        with self._lock:
-            self._refused += 1
+        self._counters.add_received(message.nbytes)
 
     async def _aclose(self) -> None:
         self._closed = True
+        self._mailbox.discard()
         await self._publisher.aclose()
 
     def __repr__(self) -> str:
@@ -236,7 +297,9 @@ class ExchangeWorkerPlugin(WorkerPlugin):
 
     Handler: ``asgd_exchange_receive(topic, sender, payload, metadata,
     sent_at)`` answers ``{"status": "OK"}`` or ``{"status": "refused",
-    "reason": "unknown-topic" | "closed"}``.
+    "reason": ...}``: a message for no open subscription, or one that does
+    not fit its subscription's declared shape and dtype, is refused before it
+    enters a mailbox (see :meth:`asgd_exchange_receive`).
     """
 
     #: Registering again must not tear down live subscriptions.
@@ -272,7 +335,7 @@ class ExchangeWorkerPlugin(WorkerPlugin):
         self.worker: Worker = worker
         self._lock = threading.Lock()
         self._active: dict[str, Endpoint] = {}
-        self._retired: OrderedDict[str, Endpoint] = OrderedDict()
+        self._retired: OrderedDict[str, _Retired] = OrderedDict()
         self._refused: Counter[str] = Counter()
         self._received: int = 0
         self.shaper: LinkShaper | None = None
@@ -295,12 +358,16 @@ class ExchangeWorkerPlugin(WorkerPlugin):
         if worker.handlers.get(RECEIVE_HANDLER) == self.asgd_exchange_receive:
             del worker.handlers[RECEIVE_HANDLER]
         with self._lock:
-            endpoints = [*self._active.values(), *self._retired.values()]
-            for endpoint in self._active.values():
+            endpoints = list(self._active.values())
+            for endpoint in endpoints:
                 self._retire(endpoint)
             self._active.clear()
+            retired = [closed.publisher for closed in self._retired.values()]
         for endpoint in endpoints:
             await endpoint._aclose()
+        # Closed subscriptions may still have sends in flight: cancel them.
+        for publisher in retired:
+            await publisher.aclose()
 
     # ----------------------------------------------------------------------
     # Methods for worker thread
@@ -353,7 +420,7 @@ class ExchangeWorkerPlugin(WorkerPlugin):
     def _retire(self, endpoint: Endpoint) -> None:
         # Caller holds self._lock.
         topic = endpoint.spec.topic
-        self._retired[topic] = endpoint
+        self._retired[topic] = _Retired(endpoint._counters, endpoint._publisher)
         self._retired.move_to_end(topic)
         while len(self._retired) > _RETIRED_LIMIT:
             self._retired.popitem(last=False)
@@ -399,16 +466,19 @@ class ExchangeWorkerPlugin(WorkerPlugin):
 
     def asgd_exchange_receive(
         self,
-        topic: str,
-        sender: str,
+        topic: Any,
+        sender: Any,
         payload: Any,
-        metadata: dict[str, Any] | None = None,
-        sent_at: float = 0.0,
+        metadata: Any = None,
+        sent_at: Any = 0.0,
     ) -> dict[str, str]:
-        """Handler: put a peer's message into the topic's mailbox.
+        """Handler: put a peer's message into the topic's mailbox, or refuse it.
 
-        A plain function rather than a coroutine: it only takes locks and
-        appends, and the server then skips creating a coroutine per message.
+        A plain function rather than a coroutine: it only checks, takes
+        locks and appends, and the server then skips creating a coroutine
+        per message. It never raises on what it is sent: a message the
+        subscription cannot take is refused, counted by reason on this
+        worker and on the topic's endpoint, and never stored.
 
         Parameters
         ----------
@@ -427,36 +497,56 @@ class ExchangeWorkerPlugin(WorkerPlugin):
         -------
         dict
             ``{"status": "OK"}``, or ``{"status": "refused", "reason": ...}``
-            with reason ``"closed"`` for a topic closed on this worker (the
-            refusal is counted on its endpoint too) and ``"unknown-topic"``
-            for one this worker has no subscription to.
+            with reason ``"unknown-topic"`` for a topic this worker has no
+            subscription to, ``"closed"`` for one closed on this worker, one
+            of the reasons of the subscription's checks (``"not-an-array"``,
+            ``"dtype"``, ``"too-large"``, ``"shape"``, ``"metadata"``,
+            ``"column-range"``, ``"non-finite"``, ``"magnitude"``) or
+            ``"malformed"`` if a check itself failed.
         """
         # In-process transports (tests) hand over the Serialize wrapper.
         if isinstance(payload, Serialize):
             payload = payload.data
-        message = Message(
-            topic=topic,
-            sender=sender,
-            payload=payload,
-            metadata=metadata or {},
-            sent_at=sent_at,
-            received_at=time.time(),
-        )
+        if not isinstance(topic, str):
+            return self._refuse(topic, "unknown-topic", None)
         with self._lock:
             endpoint = self._active.get(topic)
-            if endpoint is not None:
+            closed = None if endpoint is not None else self._retired.get(topic)
+        if endpoint is None:
+            reason = "unknown-topic" if closed is None else "closed"
+            counters = None if closed is None else closed.counters
+            return self._refuse(topic, reason, counters)
+        try:
+            payload, metadata = admit(
+                endpoint.spec, payload, metadata, sender, sent_at, endpoint.max_abs
+            )
+        except Refused as refusal:
+            return self._refuse(topic, refusal.reason, endpoint._counters)
+        except Exception:
+            # A check that fails in a way not foreseen is still a refusal:
+            # the sender's message must never break this worker's handler.
+            logger.warning("Could not check a message of %s", topic, exc_info=True)
+            return self._refuse(topic, "malformed", endpoint._counters)
+        message = Message(topic, sender, payload, metadata, float(sent_at), time.time())
+        with self._lock:
+            if self._active.get(topic) is endpoint:
                 # Delivered under the lock so that a concurrent close() cannot
                 # slip between the check and the put.
                 endpoint._deliver(message)
                 self._received += 1
                 return {"status": "OK"}
-            closed = self._retired.get(topic)
-            reason = "unknown-topic" if closed is None else "closed"
+        # Closed (or replaced) while the message was being checked.
+        return self._refuse(topic, "closed", endpoint._counters)
+
+    def _refuse(
+        self, topic: Any, reason: str, counters: _ReceiveCounters | None
+    ) -> dict[str, str]:
+        with self._lock:
             self._refused[reason] += 1
-        if closed is not None:
-            closed._count_refused()
+        if counters is not None:
+            counters.add_refused(reason)
         message_logger.debug(
-            "Refused %r on %s: %s", message, self.worker.address, reason
+            "Refused a message of %r on %s: %s", topic, self.worker.address, reason
         )
         return {"status": "refused", "reason": reason}
 

@@ -4,6 +4,12 @@ What is exchanged is the state's ``exchanged()`` matrix (``[weights |
 intercepts]`` for a linear model, the centers for K-Means). With
 ``message_size < 1`` a message carries a block of its columns; a worker sends
 the blocks in turn, and the receiver tests and merges only the block it got.
+
+What a peer sends is checked by the exchange's handler before it enters the
+mailbox, against what this worker declared when it joined: the state's shape
+and dtype (a block of it, finite) and a magnitude bound that follows the
+worker's own state (:data:`MAGNITUDE_HEADROOM`). The shape checks of
+:meth:`StateExchange.merge` are a second line behind the handler.
 """
 
 from __future__ import annotations
@@ -17,6 +23,16 @@ import numpy as np
 from ..exchange import Endpoint
 from ..kernels import parzen_merge
 from ..learners import ExchangedState
+
+#: A peer's state is refused if it holds a value more than this many times
+#: larger than the largest of this worker's own state (or than 1, when that
+#: is smaller). The states of one fit are estimates of the same model and
+#: agree in scale; averaging in one a million times larger would all but
+#: erase the receiver's own state (its share falls to the order of float32's
+#: resolution) and, without the Parzen-window test, nothing else would stop
+#: it. The bound follows the worker's state at every send, so a model whose
+#: scale grows during training is not cut off.
+MAGNITUDE_HEADROOM = 1e6
 
 
 class StateExchange:
@@ -87,6 +103,7 @@ class StateExchange:
             if (
                 payload.ndim != 2
                 or payload.shape[0] != proposal.shape[0]
+                or start < 0
                 or (start + payload.shape[1] > proposal.shape[1])
             ):
                 self.rejected += 1
@@ -129,10 +146,27 @@ class StateExchange:
             block = np.ascontiguousarray(exchanged[:, start:stop])
         # exchanged() made a fresh array that nobody writes to: no second copy.
         self.endpoint.publish(block, {"column_start": start}, copy=False)
+        self.limit_magnitude(exchanged)
         return exchanged
 
+    def limit_magnitude(self, matrix: np.ndarray) -> None:
+        """Bound what peers' states may hold by this worker's ``matrix``.
+
+        Sets the endpoint's bound to :data:`MAGNITUDE_HEADROOM` times the
+        largest magnitude in ``matrix`` (at least 1). A non-finite matrix
+        leaves the bound as it was: the epoch's report flags that state.
+        """
+        bound = magnitude_bound(matrix)
+        if bound is not None:
+            self.endpoint.limit_magnitude(bound)
+
     def stats(self) -> dict[str, Any]:
-        """Exchange counters so far (cumulative)."""
+        """Exchange counters so far (cumulative).
+
+        ``messages_refused`` counts every message of this fit refused on this
+        worker's handler: malformed ones (``refused_by_reason`` of
+        :meth:`Endpoint.stats` says why) and late ones.
+        """
         sent = self.endpoint.stats()
         return {
             "messages_published": sent.get("published", 0),
@@ -149,3 +183,18 @@ class StateExchange:
             "send_latency": sent.get("send_latency", 0.0),
             "message_size": self.message_size,
         }
+
+
+def magnitude_bound(matrix: np.ndarray) -> float | None:
+    """The magnitude a peer's state may reach next to ``matrix``, or None.
+
+    ``MAGNITUDE_HEADROOM * max(1, max|matrix|)``; None if ``matrix`` holds a
+    non-finite value.
+    """
+    if matrix.size == 0:
+        return MAGNITUDE_HEADROOM
+    # min and max need no temporary array, unlike abs(matrix).max().
+    peak = max(-float(matrix.min()), float(matrix.max()))
+    if not math.isfinite(peak):
+        return None
+    return MAGNITUDE_HEADROOM * max(1.0, peak)

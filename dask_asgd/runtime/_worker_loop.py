@@ -24,7 +24,7 @@ from ..learners import Partition
 from ._communicator import Communicator, SettingsSource
 from ._loop_cpu import event_loop_cpu_clock
 from ._shuffle import epoch_order
-from ._state_exchange import StateExchange
+from ._state_exchange import StateExchange, magnitude_bound
 from ._task import FitTask, WorkerResult
 
 logger = logging.getLogger(__name__)
@@ -207,6 +207,7 @@ def open_communicator(
         yield None
         return
     settings = task.config.exchange
+    start = task.learner.state.exchanged()
     spec = TopicSpec(
         topic=task.fit_id,
         mailbox_slots=settings.mailbox_slots,
@@ -214,16 +215,21 @@ def open_communicator(
         send_timeout=settings.send_timeout,
         min_bandwidth=settings.min_bandwidth,
         seed=task.seed,
+        # What the handler lets into the mailbox: blocks of this state only.
+        payload_shape=start.shape,
+        payload_dtype=start.dtype.name,
+        max_abs=magnitude_bound(start),
     )
     endpoint = join_topic(spec, task.peers)
     try:
         exchange = StateExchange(
             endpoint,
-            task.learner.state.exchanged_shape[1],
+            start.shape[1],
             options.message_size,
             options.parzen_window,
             type(task.learner.state).parzen_per_row,
         )
+        del start  # a copy of the state, not needed while training
         yield Communicator(
             exchange,
             options.send_interval,

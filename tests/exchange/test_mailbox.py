@@ -16,7 +16,13 @@ def test_put_then_drain_returns_messages_in_arrival_order():
     assert len(box) == 3
     assert box.drain() == [0, 1, 2]
     assert box.drain() == []
-    assert box.counters() == {"delivered": 3, "lost": 0, "read": 3, "unread": 0}
+    assert box.counters() == {
+        "delivered": 3,
+        "lost": 0,
+        "read": 3,
+        "unread": 0,
+        "discarded": 0,
+    }
 
 
 def test_full_mailbox_overwrites_oldest_unread_and_counts_it_lost():
@@ -25,7 +31,13 @@ def test_full_mailbox_overwrites_oldest_unread_and_counts_it_lost():
     assert box.lost == 3
     # The newest messages survive, still oldest first.
     assert box.drain() == ["d", "e"]
-    assert box.counters() == {"delivered": 5, "lost": 3, "read": 2, "unread": 0}
+    assert box.counters() == {
+        "delivered": 5,
+        "lost": 3,
+        "read": 2,
+        "unread": 0,
+        "discarded": 0,
+    }
 
 
 def test_read_slots_are_free_again():
@@ -92,3 +104,21 @@ def test_concurrent_writers_and_reader_keep_counters_consistent():
     for w in range(n_writers):
         mine = [i for (writer, i) in seen if writer == w]
         assert mine == sorted(mine)
+
+
+def test_discard_drops_unread_messages_and_counts_them():
+    box: Mailbox[bytes] = Mailbox(3)
+    for item in (b"a", b"b", b"c", b"d"):
+        box.put(item)
+    assert box.drain() == [b"b", b"c", b"d"]
+    box.put(b"e")
+    box.put(b"f")
+    assert box.discard() == 2
+    assert len(box) == 0 and box.drain() == []
+    assert box.counters() == {
+        "delivered": 6,
+        "lost": 1,
+        "read": 3,
+        "unread": 0,
+        "discarded": 2,
+    }

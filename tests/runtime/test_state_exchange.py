@@ -8,13 +8,18 @@ import pytest
 from dask_asgd.exchange import Message
 from dask_asgd.learners import KMeansState
 from dask_asgd.learners import LinearState as ModelState
-from dask_asgd.runtime._state_exchange import StateExchange
+from dask_asgd.runtime._state_exchange import (
+    MAGNITUDE_HEADROOM,
+    StateExchange,
+    magnitude_bound,
+)
 
 
 class FakeEndpoint:
     def __init__(self, messages):
         self.messages = list(messages)
         self.published = []
+        self.max_abs = None
 
     def receive(self):
         messages, self.messages = self.messages, []
@@ -23,6 +28,9 @@ class FakeEndpoint:
     def publish(self, payload, metadata=None, peer=None, *, copy=True):
         self.published.append((payload.copy(), dict(metadata or {})))
         return True
+
+    def limit_magnitude(self, max_abs):
+        self.max_abs = max_abs
 
 
 def message(payload, start):
@@ -105,3 +113,47 @@ def test_kmeans_centers_are_tested_as_a_whole():
     sent = exchange.publish(centers)
     np.testing.assert_array_equal(sent, centers.centers)
     assert sent is not centers.centers
+
+
+def test_merge_skips_blocks_outside_the_state_as_a_second_line():
+    # The handler refuses these first; merge must not slice them in anyway
+    # (a negative start would wrap around to the last columns).
+    endpoint = FakeEndpoint(
+        [message(np.full((2, 3), 9.0), -1), message(np.full((2, 3), 9.0), 5)]
+    )
+    exchange = StateExchange(
+        endpoint, n_columns=6, message_size=1.0, parzen_window=False
+    )
+    model = state(1.0)
+    exchange.merge(model, previous=None)
+    np.testing.assert_array_equal(model.exchanged(), 1.0)
+    assert (exchange.accepted, exchange.rejected) == (0, 2)
+
+
+@pytest.mark.parametrize(
+    "value, bound",
+    [
+        (0.0, MAGNITUDE_HEADROOM),
+        (0.5, MAGNITUDE_HEADROOM),
+        (-3.0, 3 * MAGNITUDE_HEADROOM),
+    ],
+)
+def test_publishing_bounds_what_peers_may_send_by_the_own_state(value, bound):
+    endpoint = FakeEndpoint([])
+    exchange = StateExchange(
+        endpoint, n_columns=6, message_size=1.0, parzen_window=False
+    )
+    exchange.publish(state(value))
+    assert endpoint.max_abs == pytest.approx(bound)
+
+
+def test_a_non_finite_own_state_keeps_the_previous_bound():
+    endpoint = FakeEndpoint([])
+    exchange = StateExchange(
+        endpoint, n_columns=6, message_size=1.0, parzen_window=False
+    )
+    exchange.limit_magnitude(state(2.0).exchanged())
+    exchange.publish(state(np.nan))
+    assert endpoint.max_abs == pytest.approx(2 * MAGNITUDE_HEADROOM)
+    assert magnitude_bound(np.array([[1.0, np.inf]])) is None
+    assert magnitude_bound(np.empty((2, 0))) == MAGNITUDE_HEADROOM
