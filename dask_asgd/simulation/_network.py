@@ -138,6 +138,11 @@ class SimulatedEndpoint:
     def __init__(self, network: SimulatedNetwork, worker: int) -> None:
         self.network = network
         self.worker = worker
+        self.max_abs: float | None = None
+
+    def limit_magnitude(self, max_abs: float | None) -> None:
+        """Refuse, as a real worker's handler does, values beyond ``max_abs``."""
+        self.max_abs = max_abs
 
     def publish(
         self,
@@ -185,9 +190,17 @@ class SimulatedEndpoint:
         network.inboxes[self.worker] = [m for m in inbox if m.arrives > now]
         mailbox = network.mailboxes[self.worker]
         for message in arrived:
+            if not self._admitted(message.payload):
+                network.counters[self.worker]["refused"] += 1
+                continue
             mailbox.put(message)
             network.counters[self.worker]["bytes_received"] += message.payload.nbytes
         return mailbox.drain()
+
+    def _admitted(self, payload: np.ndarray) -> bool:
+        if not np.isfinite(payload).all():
+            return False
+        return self.max_abs is None or float(np.abs(payload).max()) <= self.max_abs
 
     def stats(self) -> dict[str, float]:
         """The counters a real endpoint gives (see ``Endpoint.stats``)."""
