@@ -183,10 +183,10 @@ def efficiency(args: argparse.Namespace) -> None:
             _, fit = run(work, n_workers, mode, network)
             epochs, _ = to_target(fit, target)
             final = fit.epochs[-1]["objective"]
-            table[n_workers, mode] = epochs
+            table[n_workers, mode] = final
             cells.append(f"{epochs or '>' + str(args.epochs):>5} ({final:.4f})")
         print(f"{n_workers:>8} " + " ".join(f"{c:>14}" for c in cells))
-    _plot(args, table, counts, modes, "epochs to target")
+    _plot(args, table, counts, modes, f"objective after {args.epochs} epochs")
 
 
 def speedup(args: argparse.Namespace) -> None:
@@ -299,7 +299,7 @@ def _plot(args: argparse.Namespace, table: dict, counts: list, modes: list,
 
     figure, axis = plt.subplots(figsize=(6, 4))
     for mode in modes:
-        values = [table[n, mode] or np.nan for n in counts]
+        values = [table[n, mode] for n in counts]
         axis.plot(counts, values, marker="o", label=mode)
     axis.set_xscale("log", base=2)
     axis.set_xlabel("workers")
