@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import dask
 import numpy as np
 
 from ._estimator import simulate
@@ -70,6 +71,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plot", default=None, help="save a figure here")
+    parser.add_argument(
+        "--report-period",
+        type=float,
+        default=None,
+        help="balancing experiment: seconds between a worker's "
+        "reports (asgd.balancing.report-period; 0.5 s by default "
+        "is longer than a short simulated fit)",
+    )
+    parser.add_argument(
+        "--send-interval",
+        type=int,
+        default=256,
+        help="balancing experiment: the adaptive start interval",
+    )
 
 
 def workload(args: argparse.Namespace) -> Workload:
@@ -234,11 +249,21 @@ def balancing(args: argparse.Namespace) -> None:
         bandwidth=1.25e8, samples_per_second=rates,
         bandwidth_change=(per_epoch * args.epochs / 2, 1.25e6),
     )  # fmt: skip
-    model, fit = run(work, n_workers, "adaptive", network)
+    settings = {}
+    if args.report_period is not None:
+        settings["asgd.balancing.report-period"] = args.report_period
+    with dask.config.set(settings):
+        model, fit = simulate(
+            work.estimator(communication="adaptive", send_interval=args.send_interval),
+            work.X, work.y, n_workers=n_workers, network=network,
+            evaluate=work.evaluate,
+        )  # fmt: skip
     history = model.history_
     print(
         f"{n_workers} workers, adaptive, 1 Gbit/s links dropping to 10 Mbit/s at "
-        f"{network.bandwidth_change[0]:.3f} s, {n_workers // 10} workers 4x slower"
+        f"{network.bandwidth_change[0]:.3f} s, {n_workers // 10} workers 4x slower, "
+        f"state {work.X.shape[1] if args.model == 'logistic' else 50 * work.X.shape[1]}"
+        f" values, {len(fit.decisions)} decisions of the balancer"
     )
     print(f"{'epoch':>5} {'time':>8} {'objective':>10} {'spread':>8} "
           f"{'lost/w':>7} {'dropped/w':>9} {'KB/s/w':>8} {'interval':>9}")  # fmt: skip
