@@ -17,6 +17,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model._base import SparseCoefMixin
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import _check_feature_names
 
 from ..kernels import (
     LOSS_CODES,
@@ -401,6 +402,16 @@ class BaseSGDLinear(SparseCoefMixin, BaseASGD):
     # ---------------------------------------------------------------- predicting
 
     def _check_dask_features(self, X: Any) -> None:
+        """Check Dask ``X``'s columns as scikit-learn checks a pandas frame's.
+
+        A Dask DataFrame's empty pandas ``_meta`` carries its column names:
+        reordered or renamed columns raise, and names missing on one side
+        warn, in scikit-learn's words.
+        """
+        import dask.dataframe as dd
+
+        if isinstance(X, dd.DataFrame):
+            _check_feature_names(self, X._meta, reset=False)
         if X.shape[1] != self.n_features_in_:
             raise ValueError(
                 f"X has {X.shape[1]} features, but {type(self).__name__} is "

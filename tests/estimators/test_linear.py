@@ -296,3 +296,26 @@ def test_label_encoders_reject_unknown_labels():
     ):
         with pytest.raises(ValueError, match=r"y contains labels \[5\]"):
             encoder(np.array([0, 1, 5]))
+
+
+def test_dask_dataframe_columns_are_checked_as_pandas_columns_are():
+    import dask.dataframe as dd
+    import pandas as pd
+    from sklearn.datasets import make_classification
+
+    from dask_asgd import ASGDClassifier
+
+    X, y = make_classification(2000, 4, random_state=0)
+    frame = pd.DataFrame(X, columns=["a", "b", "c", "d"])
+    model = ASGDClassifier(max_iter=5, random_state=0).fit(frame, y)
+    reordered = frame[["b", "a", "c", "d"]]
+    renamed = frame.rename(columns={"a": "z"})
+    for changed in (reordered, renamed):
+        # pandas input raises scikit-learn's error; Dask input the same one.
+        with pytest.raises(ValueError, match="feature names should match") as pandas:
+            model.predict(changed)
+        with pytest.raises(ValueError, match="feature names should match") as lazy:
+            model.predict(dd.from_pandas(changed, npartitions=2))
+        assert str(lazy.value) == str(pandas.value)
+    same = model.predict(dd.from_pandas(frame, npartitions=2)).compute()
+    np.testing.assert_array_equal(same, model.predict(frame))
