@@ -206,3 +206,23 @@ def test_killed_worker_on_a_cli_started_cluster(data):
             victim = kill_one_mid_fit(client, model, X, y)
             assert_replaced(model, victim, reference.score(X, y), model.score(X, y))
             assert_fit_left_nothing(client)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_killed_worker_with_dask_input_its_chunks_are_recomputed(three_processes, data):
+    import dask.array as da
+
+    X, y = data
+    client = three_processes
+    client.wait_for_workers(3, timeout=60)
+    X_dask = da.from_array(X, chunks=(10_000, 20))
+    y_dask = da.from_array(y, chunks=10_000)
+    with client.as_current():
+        reference = ASGDClassifier(**LONG).fit(X_dask, y_dask)
+    model = ASGDClassifier(**LONG)
+    victim = kill_one_mid_fit(client, model, X_dask, y_dask)
+    # ``da.from_array`` chunks can be recomputed: no row is lost.
+    assert "rows-lost" not in set(model.history_["event"].dropna())
+    assert_replaced(model, victim, reference.score(X, y), model.score(X, y))
+    assert_fit_left_nothing(client)
