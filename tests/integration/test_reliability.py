@@ -31,14 +31,28 @@ def data():
     )
 
 
-@pytest.fixture(scope="module")
-def three_processes():
+@contextlib.contextmanager
+def three_process_workers():
     with (
         LocalCluster(
             n_workers=3, threads_per_worker=1, processes=True, dashboard_address=":0"
         ) as cluster,
         Client(cluster, set_as_default=False) as client,
     ):
+        yield client
+
+
+@pytest.fixture(scope="module")
+def three_processes():
+    """A cluster whose workers no test kills."""
+    with three_process_workers() as client:
+        yield client
+
+
+@pytest.fixture
+def doomed_three_processes():
+    """A cluster of its own for a test that kills one of its workers."""
+    with three_process_workers() as client:
         yield client
 
 
@@ -84,6 +98,11 @@ class FitInThread:
             raise self.outcome["error"]
 
 
+def open_topics(dask_worker):
+    plugin = dask_worker.plugins.get("asgd-exchange")
+    return plugin.stats()["topics"] if plugin is not None else []
+
+
 def worker_pid(client, address):
     return client.run(os.getpid, workers=[address])[address]
 
@@ -112,25 +131,23 @@ def assert_replaced(model, victim, reference_score, score):
     assert abs(score - reference_score) <= 0.01, (score, reference_score)
 
 
-@pytest.mark.timeout(240)
-def test_killed_worker_the_fit_goes_on_with_the_survivors(three_processes, data):
+@pytest.mark.timeout(300)
+def test_killed_worker_the_fit_goes_on_with_the_survivors(doomed_three_processes, data):
     X, y = data
-    client = three_processes
+    client = doomed_three_processes
+    workers = set(client.sync(client.scheduler.identity, n_workers=-1)["workers"])
     with client.as_current():
         reference = ASGDClassifier(**LONG).fit(X, y)
     model = ASGDClassifier(**LONG)
     victim = kill_one_mid_fit(client, model, X, y)
     assert_replaced(model, victim, reference.score(X, y), model.score(X, y))
+    # The nanny restarts the killed worker under a new address: a worker
+    # that joins during a fit is not used by it, and is no failure.
+    assert set(model.history_["worker"]) <= workers
     assert_fit_left_nothing(client)
-    # The nanny restarts the killed worker: it joined during the fit, which
-    # ignored it, and the next fit uses it.
-    client.wait_for_workers(3, timeout=60)
-    with client.as_current():
-        after = ASGDClassifier(max_iter=2, tol=None, random_state=0).fit(X, y)
-    assert after.history_["worker"].nunique() == 3
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)
 def test_another_client_cannot_end_or_spoil_a_fit(three_processes, data):
     X, y = data
     client = three_processes
@@ -159,7 +176,6 @@ def test_another_client_cannot_end_or_spoil_a_fit(three_processes, data):
 def test_a_frozen_worker_ends_the_fit_within_seconds(three_processes, data):
     X, y = data
     client = three_processes
-    client.wait_for_workers(3, timeout=60)
     with client.as_current():
         model = ASGDClassifier(max_iter=2, tol=None, random_state=0).fit(X, y)
     coef = model.coef_.copy()
@@ -180,6 +196,9 @@ def test_a_frozen_worker_ends_the_fit_within_seconds(three_processes, data):
             os.kill(pid, signal.SIGCONT)
     assert victim in str(raised.value)
     assert (model.coef_ == coef).all()
+    # The thawed worker's task finds the fit over at its next barrier and
+    # leaves the fit's exchange topic then.
+    poll_for(lambda: not any(client.run(open_topics).values()), timeout=60)
     assert_fit_left_nothing(client)
 
 
@@ -209,13 +228,14 @@ def test_killed_worker_on_a_cli_started_cluster(data):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(240)
-def test_killed_worker_with_dask_input_its_chunks_are_recomputed(three_processes, data):
+@pytest.mark.timeout(300)
+def test_killed_worker_with_dask_input_its_chunks_are_recomputed(
+    doomed_three_processes, data
+):
     import dask.array as da
 
     X, y = data
-    client = three_processes
-    client.wait_for_workers(3, timeout=60)
+    client = doomed_three_processes
     X_dask = da.from_array(X, chunks=(10_000, 20))
     y_dask = da.from_array(y, chunks=10_000)
     with client.as_current():
