@@ -108,6 +108,16 @@ class TrainingConfig:
 
     chunk_samples: int
     epoch_timeout: float
+    #: Seconds a training worker may be silent; None for no heartbeats.
+    liveness_timeout: float | None
+
+
+@dataclass(frozen=True)
+class RecoveryConfig:
+    """``asgd.recovery.*``: what a fit does when a worker leaves it."""
+
+    replace_lost_workers: bool
+    require_all_rows: bool
 
 
 @dataclass(frozen=True)
@@ -130,6 +140,7 @@ class Config:
     exchange: ExchangeConfig
     training: TrainingConfig
     balancing: BalancingConfig
+    recovery: RecoveryConfig
 
 
 def load() -> Config:
@@ -177,6 +188,13 @@ def load() -> Config:
                 )
                 or 0.0
             ),
+            liveness_timeout=parse_seconds(
+                _get("training.liveness-timeout"), "asgd.training.liveness-timeout"
+            ),
+        ),
+        recovery=RecoveryConfig(
+            replace_lost_workers=bool(_get("recovery.replace-lost-workers")),
+            require_all_rows=bool(_get("recovery.require-all-rows")),
         ),
         balancing=BalancingConfig(
             report_period=float(

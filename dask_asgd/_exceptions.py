@@ -56,7 +56,12 @@ class FitAbortedError(ASGDError):
 
 
 class WorkerLostError(FitAbortedError):
-    """A worker taking part in a fit left the cluster during the fit.
+    """A worker taking part in a fit left the cluster, and the fit could not
+    go on without it.
+
+    A fit replaces a lost worker by default (``asgd.recovery.*``); this error
+    means that no worker was left, that the lost rows could not be built
+    again and all rows were required, or that replacing is switched off.
 
     Parameters
     ----------
@@ -64,12 +69,20 @@ class WorkerLostError(FitAbortedError):
         The fit's identifier.
     worker : str
         Address of the worker that left.
+    detail : str, optional
+        What was lost with it, and why the fit could not go on.
     """
 
-    def __init__(self, fit_id: str, worker: str) -> None:
+    def __init__(self, fit_id: str, worker: str, detail: str | None = None) -> None:
         self.worker = worker
+        self.detail = detail
         super().__init__(
             fit_id,
-            f"worker {worker} left the cluster during the fit. Its data partitions "
-            "are gone with it; call fit again to train on the remaining workers.",
+            f"worker {worker} left the cluster during the fit"
+            + (f": {detail}" if detail else "")
+            + ". The model of the fit is lost; call fit again to train on the "
+            "workers that are left.",
         )
+
+    def __reduce__(self) -> tuple[type[WorkerLostError], tuple[str, str, str | None]]:
+        return type(self), (self.fit_id, self.worker, self.detail)

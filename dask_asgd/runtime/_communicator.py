@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from ..balancing import Settings, WorkerSignals
 from ..learners import ExchangedState
 from ._state_exchange import StateExchange
+from ._task import NONFINITE_OWN, NONFINITE_PEER
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +108,9 @@ class Communicator:
         self._signals: WorkerSignals | None = None
         self._last_counters = self._counters()
         self._reports = 0
+        #: NONFINITE_OWN or NONFINITE_PEER once the state was found non-finite
+        #: at an exchange.
+        self.nonfinite_cause: str | None = None
         #: One row per settings change (and the start), for the history.
         self.control: list[dict[str, Any]] = [self._control_row("initial")]
 
@@ -136,17 +140,31 @@ class Communicator:
         self._period_loss += loss
         if self._since_send >= self.send_interval:
             began = self._clock()
-            self.exchange.merge(state, self._previous)
-            # The exchanged matrix just sent is also the next Parzen ``w``: one
-            # copy of the state per exchange instead of two.
-            sent_from = self.exchange.publish(state)
-            if self.exchange.parzen_window:
-                self._previous = sent_from
+            self._merge(state)
+            # A non-finite state is never sent: it would spoil every peer.
+            if self.nonfinite_cause is None:
+                # The exchanged matrix just sent is also the next Parzen
+                # ``w``: one copy of the state per exchange instead of two.
+                sent_from = self.exchange.publish(state)
+                if self.exchange.parzen_window:
+                    self._previous = sent_from
             self._period_exchange_seconds += self._clock() - began
             self._period_exchanges += 1
             self._since_send = 0
         if self.balancer is not None:
             self._balance(state)
+
+    def _merge(self, state: ExchangedState) -> None:
+        """Merge what peers sent; note whose fault a non-finite state is.
+
+        The state is checked before and after the merge, so that a state a
+        peer's message spoiled is never blamed on this worker's rows.
+        """
+        if self.nonfinite_cause is None and not state.is_finite():
+            self.nonfinite_cause = NONFINITE_OWN
+        self.exchange.merge(state, self._previous)
+        if self.nonfinite_cause is None and not state.is_finite():
+            self.nonfinite_cause = NONFINITE_PEER
 
     # ------------------------------------------------------------- balancing
 

@@ -1,12 +1,14 @@
 """The fit driver: one long-running training task per worker, then the average.
 
 :func:`run_fit` registers the fit with the coordinator, starts one training
-task pinned to each worker that holds rows, waits for all of them, and has the
-learner average their states weighted by the samples each trained on
-(SimuParallelSGD when workers do not communicate). Whatever happens, the fit
-is unregistered and its tasks and rows are released before it returns. The
-coordinator and the task runner are passed in: :func:`fit_on_cluster` gives
-it Dask's, the tests give it fakes.
+task pinned to each worker that holds rows, follows them (a
+:class:`FitSupervisor` reports progress and replaces the tasks of workers
+that leave), and has the learner average their states weighted by the
+samples each trained on (SimuParallelSGD when workers do not communicate).
+Whatever happens, the fit is unregistered and its tasks and rows are
+released before it returns. The coordinator, the task runner and the
+re-placement of lost rows are passed in: :func:`fit_on_cluster` gives it
+Dask's, the tests give it fakes.
 """
 
 from __future__ import annotations
@@ -22,15 +24,16 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from .._exceptions import FitAbortedError, WorkerLostError
+from .._exceptions import ASGDError
 from ..balancing import PolicyLimits
+from ..coordination import Joined, Progress
 from ..learners import ExchangedState, Learner
+from ._errors import abort_error, raise_for_failures
+from ._recovery import Replacer
+from ._supervisor import FitSupervisor, Member
 from ._task import FitTask, WorkerResult
 
 logger = logging.getLogger(__name__)
-
-#: Prefix of the coordinator's abort reason when a member left the cluster.
-WORKER_LOST = "worker-lost:"
 
 
 @dataclass
@@ -40,7 +43,8 @@ class FitOutcome:
     state: ExchangedState
     n_iter: int
     n_samples_trained: int
-    #: One row per worker and epoch.
+    #: One row per worker and epoch, and one per event (a lost worker, rows
+    #: placed again).
     history: pd.DataFrame
     #: Send interval and message size per worker over time.
     control: pd.DataFrame
@@ -49,14 +53,24 @@ class FitOutcome:
 class Coordinator(Protocol):
     """The driver's line to the coordinator (see ``coordination.FitRegistry``)."""
 
-    def start(self, fit_id: str, members: list[str], limits: PolicyLimits) -> None:
-        """Register a fit."""
+    def start(
+        self,
+        fit_id: str,
+        members: dict[str, str],
+        limits: PolicyLimits,
+        liveness_timeout: float | None = None,
+        replace_lost: bool = False,
+    ) -> str:
+        """Register a fit (members: name -> worker); return its token."""
 
-    def end(self, fit_id: str) -> str | None:
+    def join(self, fit_id: str, member: str, worker: str) -> Joined:
+        """Add a member from the first epoch not yet complete on."""
+
+    def end(self, fit_id: str) -> dict[str, Any] | None:
         """Forget a fit; return why it was given up, if it was."""
 
-    def progress(self, fit_id: str, since: int) -> list[dict[str, Any]]:
-        """Completed epochs from number ``since`` on."""
+    def progress(self, fit_id: str, since: int) -> Progress:
+        """Completed epochs from number ``since`` on, and departed workers."""
 
 
 class TaskRunner(Protocol):
@@ -67,6 +81,9 @@ class TaskRunner(Protocol):
 
     def wait(self, handles: list[Any], timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for every task; True if all ended."""
+
+    def state(self, handle: Any) -> str:
+        """``"running"``, ``"done"`` or ``"failed"``."""
 
     def gather(self, handles: list[Any]) -> list[WorkerResult]:
         """The tasks' results, in order; raises a task's error."""
@@ -93,7 +110,8 @@ def run_fit(
     rng: np.random.Generator,
     limits: PolicyLimits,
     progress: Callable[[dict[str, Any]], None] | None = None,
-    poll_period: float = 1.0,
+    poll_period: float = 0.5,
+    replacer: Replacer | None = None,
 ) -> FitOutcome:
     """Train on ``placement`` with one task per worker and average the results.
 
@@ -113,8 +131,11 @@ def run_fit(
     progress : callable, optional
         Called with ``{"epoch", "totals"}`` for every epoch the workers
         complete, while the fit runs.
-    poll_period : float, default=1.0
-        Seconds between two looks at the progress.
+    poll_period : float, default=0.5
+        Seconds between two looks at the fit's progress and membership.
+    replacer : Replacer, optional
+        Builds a lost worker's rows again on the survivors; without it, a
+        lost worker fails the fit.
 
     Returns
     -------
@@ -123,39 +144,64 @@ def run_fit(
     Raises
     ------
     ValueError
-        If the model diverged (non-finite weights), in scikit-learn's words.
+        If the model diverged on a worker's own rows, in scikit-learn's words.
+    WorkerLostError
+        If a worker left and the fit could not go on without it.
     FitAbortedError
-        If the fit was given up, e.g. because a worker left.
+        If the fit was given up for another reason.
     """
     fit_id = f"asgd-{uuid.uuid4().hex[:12]}"
     tasks = worker_tasks(template, placement, fit_id, rng)
-    members = list(tasks)
-    coordinator.start(fit_id, members, limits)
-    handles: list[Any] = []
+    token = coordinator.start(
+        fit_id,
+        {name: name for name in tasks},
+        limits,
+        template.config.training.liveness_timeout,
+        replacer is not None,
+    )
+    supervisor = FitSupervisor(
+        fit_id,
+        token,
+        template,
+        coordinator,
+        runner,
+        rng,
+        replacer,
+        progress,
+        sum(placement.n_train.get(name, 0) for name in tasks),
+    )
+    abort: dict[str, Any] | None = None
     ended = False
     try:
         for address, task in tasks.items():
-            handles.append(runner.submit(task, placement.partitions[address], address))
-        if progress is not None:
-            _follow(coordinator, runner, fit_id, handles, progress, poll_period)
-        results = runner.gather(handles)
+            task = dataclasses.replace(task, token=token)
+            n_train = placement.n_train.get(address, 0)
+            supervisor.submit(task, placement.partitions[address], address, n_train)
+        supervisor.supervise(poll_period)
+        results = runner.gather(supervisor.handles())
     except BaseException as error:
         # Release the members still training (they leave at their next epoch
         # barrier) and wait for them, so that no task, topic or row of this
         # fit outlives the error.
-        reason = coordinator.end(fit_id)
+        abort = coordinator.end(fit_id)
         ended = True
-        runner.wait(handles, template.config.training.epoch_timeout)
-        if reason and reason.startswith(WORKER_LOST):
-            # Losing a worker cancels its tasks and data; say what happened.
-            raise WorkerLostError(fit_id, reason[len(WORKER_LOST) :]) from error
+        # Not for a member on the worker the fit was given up for: a silent
+        # one may never end.
+        silent = abort.get("worker") if abort is not None else None
+        runner.wait(
+            supervisor.handles(except_on=silent),
+            template.config.training.epoch_timeout,
+        )
+        if abort is not None and not isinstance(error, (ASGDError, ValueError)):
+            raise abort_error(fit_id, abort) from error
         raise
     finally:
         if not ended:
-            coordinator.end(fit_id)
-        runner.release(handles)
+            abort = coordinator.end(fit_id)
+        runner.release(supervisor.handles())
         placement.release()
-    return combine(fit_id, members, results, template.learner)
+    members = list(supervisor.members.values())
+    return combine(fit_id, members, results, template.learner, abort, supervisor.events)
 
 
 def worker_tasks(
@@ -164,7 +210,8 @@ def worker_tasks(
     """The task of each member: the workers holding training rows.
 
     A placement without training rows (everything held out) still trains on
-    its first worker, so that the fit ends with a model.
+    its first worker, so that the fit ends with a model. Each member is
+    named after its worker.
     """
     members = [a for a in placement.partitions if placement.n_train.get(a, 0) > 0]
     if not members:
@@ -174,6 +221,7 @@ def worker_tasks(
         address: dataclasses.replace(
             template,
             fit_id=fit_id,
+            member=address,
             seed=int(rng.integers(np.iinfo(np.int32).max)),
             learner=template.learner.for_worker(
                 placement.n_train.get(address, 0) / total
@@ -185,27 +233,23 @@ def worker_tasks(
 
 
 def combine(
-    fit_id: str, members: list[str], results: list[WorkerResult], learner: Learner
+    fit_id: str,
+    members: list[Member],
+    results: list[WorkerResult],
+    learner: Learner,
+    abort: dict[str, Any] | None = None,
+    events: list[dict[str, Any]] | None = None,
 ) -> FitOutcome:
     """The workers' results as one outcome, or the error that ended the fit."""
     history = pd.DataFrame(
         [
-            {"worker": address, **record}
-            for address, result in zip(members, results, strict=True)
+            {"worker": member.worker, **_replaces(member), **record}
+            for member, result in zip(members, results, strict=True)
             for record in result.history
         ]
+        + list(events or [])
     )
-    failures = [r.failure for r in results if r.failure is not None]
-    if "nonfinite" in failures:
-        epoch = int(history["epoch"].max()) + 1 if len(history) else 1
-        raise ValueError(
-            f"Floating-point under-/overflow occurred at epoch #{epoch}. Scaling "
-            "input data with StandardScaler or MinMaxScaler might help."
-        )
-    for failure in failures:
-        if failure.startswith(WORKER_LOST):
-            raise WorkerLostError(fit_id, failure[len(WORKER_LOST) :])
-        raise FitAbortedError(fit_id, failure)
+    raise_for_failures(fit_id, members, results, abort)
     shares = np.array([r.n_samples_trained for r in results], dtype=np.float64)
     if shares.sum() <= 0:
         shares = np.ones_like(shares)
@@ -216,31 +260,16 @@ def combine(
         history=history,
         control=pd.DataFrame(
             [
-                {"worker": address, **row}
-                for address, result in zip(members, results, strict=True)
+                {"worker": member.worker, **row}
+                for member, result in zip(members, results, strict=True)
                 for row in result.control
             ]
         ),
     )
 
 
-def _follow(
-    coordinator: Coordinator,
-    runner: TaskRunner,
-    fit_id: str,
-    handles: list[Any],
-    progress: Callable[[dict[str, Any]], None],
-    period: float,
-) -> None:
-    """Report completed epochs while the training tasks run."""
-    seen = 0
-    while True:
-        finished = runner.wait(handles, timeout=period)
-        for summary in coordinator.progress(fit_id, seen):
-            progress(summary)
-            seen += 1
-        if finished:
-            return
+def _replaces(member: Member) -> dict[str, str]:
+    return {} if member.replaces is None else {"replaces": member.replaces}
 
 
 class DaskTaskRunner:
@@ -266,7 +295,7 @@ class DaskTaskRunner:
             workers=[worker],
             allow_other_workers=False,
             pure=False,
-            key=f"{task.fit_id}-train-{worker}",
+            key=f"{task.fit_id}-train-{task.member or worker}",
         )
 
     def wait(self, handles: list[Any], timeout: float) -> bool:
@@ -288,6 +317,13 @@ class DaskTaskRunner:
             except Exception:
                 continue
         return True
+
+    def state(self, handle: Any) -> str:
+        """``"running"``, ``"done"`` or ``"failed"`` (erred, cancelled, lost)."""
+        status = handle.status
+        if status == "finished":
+            return "done"
+        return "running" if status == "pending" else "failed"
 
     def gather(self, handles: list[Any]) -> list[WorkerResult]:
         """The results, in order."""

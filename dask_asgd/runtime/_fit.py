@@ -14,6 +14,7 @@ from ..coordination import FitRegistry
 from ..learners import Learner
 from ._driver import DaskTaskRunner, FitOutcome, run_fit
 from ._placement import DaskRows, InMemoryRows, cluster_workers
+from ._recovery import ClusterReplacer
 from ._task import ExchangeOptions, FitTask
 from ._worker_loop import train_worker
 
@@ -90,6 +91,11 @@ def fit_on_cluster(
             rng,
             policy_limits(config.balancing),
             progress,
+            replacer=(
+                ClusterReplacer(client, rows, placement)
+                if config.recovery.replace_lost_workers
+                else None
+            ),
         )
 
 

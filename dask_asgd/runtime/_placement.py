@@ -30,6 +30,10 @@ class Placement:
     n_train: dict[str, int]
     #: Futures created for this fit, released when the fit ends.
     owned: list[Future] = field(default_factory=list)
+    #: What each worker's rows were built from, to build them again elsewhere
+    #: if the worker is lost (see ``_recovery.py``): the row numbers of
+    #: in-memory input, or the chunks of Dask input.
+    origins: dict[str, Any] = field(default_factory=dict)
 
     def release(self) -> None:
         """Drop the data this placement scattered."""
@@ -135,7 +139,10 @@ def scatter_in_memory(
         n_train[address] = int(
             block.size - (held_out.sum() if held_out is not None else 0)
         )
-    return Placement(partitions=partitions, n_train=n_train, owned=owned)
+    origins = dict(zip(partitions, blocks, strict=False))
+    return Placement(
+        partitions=partitions, n_train=n_train, owned=owned, origins=origins
+    )
 
 
 def _block_partition(
@@ -246,12 +253,14 @@ def place_dask(
     partitions: dict[str, list[Future]] = {}
     n_train: dict[str, int] = {}
     owned: list[Future] = [f for array in persisted for f in futures_of(array)]
+    origins: dict[str, list[tuple[Any, ...]]] = {}
     rows_per_chunk = persisted[0].chunks[0]
     for index, (x_chunk, y_chunk, w_chunk) in enumerate(
         zip(x_chunks, y_chunks, w_chunks, strict=True)
     ):
         holders = [w for w in who_has.get(x_chunk.key, ()) if w in allowed]
         address = holders[0] if holders else allowed[index % len(allowed)]
+        seed = int(rng.integers(np.iinfo(np.int32).max))
         future = client.submit(
             _block_partition,
             x_chunk,
@@ -260,7 +269,7 @@ def place_dask(
             encode,
             dtype,
             validation_fraction,
-            int(rng.integers(np.iinfo(np.int32).max)),
+            seed,
             workers=[address],
             allow_other_workers=False,
             pure=False,
@@ -270,7 +279,12 @@ def place_dask(
         rows = int(rows_per_chunk[index])
         held_out = round(rows * validation_fraction) if validation_fraction else 0
         n_train[address] = n_train.get(address, 0) + rows - held_out
-    return Placement(partitions=partitions, n_train=n_train, owned=owned)
+        origins.setdefault(address, []).append(
+            (x_chunk, y_chunk, w_chunk, seed, rows - held_out)
+        )
+    return Placement(
+        partitions=partitions, n_train=n_train, owned=owned, origins=origins
+    )
 
 
 def _flat_keys(array: Any) -> list[Any]:

@@ -44,6 +44,24 @@ class FitTask:
     config: Config
     #: Addresses of every worker of the fit (the topic's members).
     peers: tuple[str, ...] = ()
+    #: The fit's token, which the coordinator asks of its members.
+    token: str = ""
+    #: This task's name in the fit: its worker's address, or for a task that
+    #: replaces a lost worker's, a name of its own.
+    member: str = ""
+    #: The first epoch this task trains (later than 0 for a replacement).
+    first_epoch: int = 0
+    #: The sums of the epochs before ``first_epoch``, for the stopping rule.
+    replay: tuple[dict[str, float], ...] = ()
+    #: Start from the state this member of the same worker had at its last
+    #: epoch barrier, if it has one (a replacement); None: the learner's state.
+    start_from: str | None = None
+
+
+#: A worker's own steps on its rows made its state non-finite.
+NONFINITE_OWN = "nonfinite"
+#: Merging a state received from a peer made the worker's state non-finite.
+NONFINITE_PEER = "nonfinite-from-peer"
 
 
 @dataclass
@@ -55,7 +73,8 @@ class WorkerResult:
     n_iter: int
     #: One dict per epoch: the local and global numbers of that epoch.
     history: list[dict[str, Any]] = field(default_factory=list)
-    #: Why training ended early, if it did ("nonfinite" or an abort reason).
+    #: Why training ended early, if it did: ``NONFINITE_OWN``,
+    #: ``NONFINITE_PEER`` or the coordinator's abort reason.
     failure: str | None = None
     #: Send interval and message size over time (one row per change).
     control: list[dict[str, Any]] = field(default_factory=list)

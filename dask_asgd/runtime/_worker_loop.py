@@ -10,6 +10,7 @@ says so, on numbers summed over every worker.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -20,12 +21,13 @@ import numpy as np
 
 from ..coordination import EpochAnswer, WorkerControlPlane
 from ..exchange import TopicSpec, join_topic
-from ..learners import Partition
+from ..learners import ExchangedState, LearnerRun, Partition
 from ._communicator import Communicator, SettingsSource
+from ._handover import leaving_states, taken_state
 from ._loop_cpu import event_loop_cpu_clock
 from ._shuffle import epoch_order
 from ._state_exchange import StateExchange, magnitude_bound
-from ._task import FitTask, WorkerResult
+from ._task import NONFINITE_OWN, NONFINITE_PEER, FitTask, WorkerResult
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +44,8 @@ def train_worker(task: FitTask, partitions: list[Partition]) -> WorkerResult:
 
     Runs as one Dask task per worker. It secedes from the worker's thread pool
     at once: it is long-running, and other tasks (another fit's, or data
-    tasks) must still be able to start on this worker meanwhile.
+    tasks) must still be able to start on this worker meanwhile. While it
+    trains, the worker's event loop sends the coordinator heartbeats.
 
     Parameters
     ----------
@@ -55,12 +58,45 @@ def train_worker(task: FitTask, partitions: list[Partition]) -> WorkerResult:
     -------
     WorkerResult
     """
-    from distributed import secede
+    from distributed import get_worker, secede
 
     secede()
-    control = WorkerControlPlane(task.fit_id, task.config.training.epoch_timeout)
-    with open_communicator(task, control) as communicator:
-        return run_worker(task, partitions, control, communicator)
+    worker = get_worker()
+    member = task.member or worker.address
+    task = with_start_state(task)
+    training = task.config.training
+    control = WorkerControlPlane(
+        task.fit_id,
+        task.token,
+        member,
+        training.epoch_timeout,
+        training.liveness_timeout,
+        worker,
+    )
+    may_be_replaced = task.config.recovery.replace_lost_workers and len(task.peers) > 1
+    with (
+        control.heartbeats(),
+        leaving_states(task.fit_id, member, may_be_replaced) as on_epoch,
+        open_communicator(task, control) as communicator,
+    ):
+        return run_worker(task, partitions, control, communicator, on_epoch=on_epoch)
+
+
+def with_start_state(task: FitTask) -> FitTask:
+    """``task`` starting from the state ``task.start_from`` left on this worker.
+
+    A replacement starts from its host member's last barrier state; if the
+    host left none (it has not finished an epoch yet), from the learner's.
+    Learners are dataclasses whose ``state`` field is where training starts.
+    """
+    if task.start_from is None:
+        return task
+    state = taken_state(task.fit_id, task.start_from)
+    if state is None:
+        return task
+    return dataclasses.replace(
+        task, learner=dataclasses.replace(task.learner, state=state)
+    )
 
 
 def run_worker(
@@ -69,6 +105,7 @@ def run_worker(
     control: ControlPlane,
     communicator: Communicator | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    on_epoch: Callable[[int, ExchangedState], None] | None = None,
 ) -> WorkerResult:
     """The training loop of one worker (see the module docstring).
 
@@ -82,6 +119,8 @@ def run_worker(
         Exchanges states with peers between chunks; None trains alone.
     clock : callable, default=time.perf_counter
         Seconds, for the epochs' durations.
+    on_epoch : callable, optional
+        Called with the epoch and the state after each epoch's barrier.
 
     Returns
     -------
@@ -91,42 +130,30 @@ def run_worker(
     run = task.learner.start(partitions)
     if communicator is not None:
         communicator.start(run.state)
-    batch_size = task.learner.batch_size
     history: list[dict[str, Any]] = []
     failure: str | None = None
-    n_iter = 0
-    for epoch in range(task.max_iter):
+    n_iter = task.first_epoch
+    # A task that joins a running fit first takes the decisions the others
+    # took; if they already stopped, it has nothing to train.
+    stopped = any([run.after_epoch(totals)[1] for totals in task.replay])
+    for epoch in range(task.first_epoch, task.max_iter if not stopped else 0):
         started = clock()
-        for partition, rows in epoch_chunks(
-            partitions,
-            run.training_rows,
-            rng,
-            lambda: whole_minibatches(task, communicator, batch_size),
-        ):
-            loss = run.train(partition, rows)
-            if communicator is not None:
-                communicator.after_samples(rows.shape[0], loss, run.state)
+        train_epoch(task, partitions, run, rng, communicator)
         n_iter = epoch + 1
-        values, local = run.epoch_values()
-        values["nonfinite"] = float(not run.state.is_finite())
-        record = {"epoch": epoch, **local, "seconds": clock() - started}
-        if communicator is not None:
-            record["send_interval"] = communicator.send_interval
-            record.update(communicator.exchange.stats())
+        values, record, cause = close_epoch(run, communicator, epoch, clock() - started)
         answer = (
             control.report_epoch(epoch, values)
             if task.synchronise
             else EpochAnswer(values)
         )
-        if answer.totals is None:
+        if cause is not None or answer.totals is None:
             history.append(record)
-            failure = answer.reason
+            failure = cause or answer.reason
             break
         shared, stop = run.after_epoch(answer.totals)
         history.append({**record, **shared})
-        if answer.totals["nonfinite"] > 0:
-            failure = "nonfinite"
-            break
+        if on_epoch is not None:
+            on_epoch(epoch, run.state)
         if stop:
             break
     state, n_samples_trained = run.result()
@@ -138,6 +165,45 @@ def run_worker(
         failure=failure,
         control=communicator.control if communicator is not None else [],
     )
+
+
+def train_epoch(
+    task: FitTask,
+    partitions: list[Partition],
+    run: LearnerRun,
+    rng: np.random.Generator | None,
+    communicator: Communicator | None,
+) -> None:
+    """One pass over the worker's rows, exchanging states between chunks."""
+    batch_size = task.learner.batch_size
+    for partition, rows in epoch_chunks(
+        partitions,
+        run.training_rows,
+        rng,
+        lambda: whole_minibatches(task, communicator, batch_size),
+    ):
+        loss = run.train(partition, rows)
+        if communicator is not None:
+            communicator.after_samples(rows.shape[0], loss, run.state)
+
+
+def close_epoch(
+    run: LearnerRun, communicator: Communicator | None, epoch: int, seconds: float
+) -> tuple[dict[str, float], dict[str, Any], str | None]:
+    """The epoch's values to report, its record, and why the state is
+    non-finite if it is (``NONFINITE_OWN`` or ``NONFINITE_PEER``)."""
+    values, local = run.epoch_values()
+    cause = None
+    if not run.state.is_finite():
+        noted = communicator.nonfinite_cause if communicator is not None else None
+        cause = noted or NONFINITE_OWN
+    values["nonfinite"] = float(cause is not None)
+    values["nonfinite_peer"] = float(cause == NONFINITE_PEER)
+    record = {"epoch": epoch, **local, "seconds": seconds}
+    if communicator is not None:
+        record["send_interval"] = communicator.send_interval
+        record.update(communicator.exchange.stats())
+    return values, record, cause
 
 
 def whole_minibatches(

@@ -30,6 +30,7 @@ from ..runtime import Communicator, ExchangeOptions, FitOutcome, FitTask, run_wo
 from ..runtime._driver import combine
 from ..runtime._fit import policy_limits
 from ..runtime._state_exchange import StateExchange
+from ..runtime._supervisor import Member
 from ._network import LinkModel, SimulatedNetwork
 from ._virtual_time import VirtualTime
 
@@ -301,7 +302,16 @@ def simulate_fit(
         thread.join()
     if time.failed is not None:
         raise time.failed
-    outcome = combine("simulated", [str(w) for w in range(n_workers)], results, learner)
+    members = [
+        Member(
+            name=str(w),
+            worker=str(w),
+            handle=None,
+            n_train=sum(p.X.shape[0] for p in partitions[w]),
+        )
+        for w in range(n_workers)
+    ]
+    outcome = combine("simulated", members, results, learner)
     return SimulatedFit(
         outcome=outcome,
         seconds=barrier.completed[-1]["time"] if barrier.completed else 0.0,

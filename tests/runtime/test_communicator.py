@@ -160,3 +160,43 @@ def test_without_a_balancer_nothing_is_reported():
     made, state = communicator(None, QuietEndpoint(), report_period=0.0)
     made.after_samples(1000, 0.0, state)
     assert made.control == [made.control[0]] and made.send_interval == 100
+
+
+class SpoilingEndpoint(QuietEndpoint):
+    """Peers' messages whose mean overflows: the merged state is non-finite."""
+
+    def __init__(self):
+        super().__init__()
+        self.published = 0
+
+    def receive(self):
+        from dask_asgd.exchange import Message
+
+        huge = np.full((1, 11), 1.5e308)
+        return [Message("fit", "peer", huge.copy(), {"column_start": 0})] * 2
+
+    def publish(self, payload, metadata=None, peer=None, *, copy=True):
+        self.published += 1
+        return True
+
+
+@pytest.mark.parametrize("diverged_before", [False, True])
+def test_a_non_finite_state_is_blamed_on_its_cause_and_never_sent(diverged_before):
+    endpoint = SpoilingEndpoint()
+    made = Communicator(
+        StateExchange(endpoint, 11, 1.0, parzen_window=False),
+        send_interval=100,
+        balancer=None,
+        report_period=1.0,
+        clock=FakeClock(),
+    )
+    state = LinearState.zeros(1, 10, np.float64)
+    made.start(state)
+    if diverged_before:
+        state.weights[0, 0] = np.nan
+    with np.errstate(over="ignore"):
+        made.after_samples(100, 0.0, state)
+    assert made.nonfinite_cause == (
+        "nonfinite" if diverged_before else "nonfinite-from-peer"
+    )
+    assert endpoint.published == 0

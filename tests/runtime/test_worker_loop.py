@@ -163,3 +163,46 @@ def test_a_single_pass_does_not_meet_the_barrier(rows):
     )
     assert control.reports == []
     assert result.history[0]["loss"] > 0
+
+
+def test_a_replacement_takes_the_decisions_it_missed(rows):
+    # tol=10 per sample is never met: the rule stops 2 epochs after the first.
+    learner = linear_learner(batch_size=1, tol=10.0, n_iter_no_change=2)
+    totals = {
+        "loss": 50.0,
+        "objective": 50.0,
+        "n_train": 203.0,
+        "loss_0": 50.0,
+        "objective_0": 50.0,
+    }
+    control = AloneControlPlane()
+    joined = task_for(learner, max_iter=50, first_epoch=1, replay=(totals,))
+    result = run_worker(joined, [rows], control)
+    # It reports from epoch 1 on and stops with the others, after epoch 2.
+    assert [epoch for epoch, _ in control.reports] == [1, 2]
+    assert result.n_iter == 3
+    # Had the others already stopped, it trains nothing.
+    late = task_for(learner, max_iter=50, first_epoch=3, replay=(totals,) * 3)
+    result = run_worker(late, [rows], control)
+    assert result.n_samples_trained == 0 and result.history == []
+    assert result.n_iter == 3
+
+
+def test_a_replacement_starts_from_its_hosts_last_barrier_state(rows):
+    from dask_asgd.runtime._handover import held_states, leaving_states
+    from dask_asgd.runtime._worker_loop import with_start_state
+
+    host = task_for(linear_learner(batch_size=1), max_iter=2, member="host")
+    with leaving_states("fit", "host", True) as leave:
+        hosted = run_worker(host, [rows], AloneControlPlane(), on_epoch=leave)
+        replacement = with_start_state(
+            task_for(linear_learner(batch_size=1), member="new", start_from="host")
+        )
+    assert held_states() == 0
+    np.testing.assert_array_equal(
+        replacement.learner.state.weights, hosted.state.weights
+    )
+    assert replacement.learner.state.weights is not hosted.state.weights
+    # Without a state left by its host, it starts from the learner's.
+    alone = task_for(linear_learner(batch_size=1), start_from="gone")
+    assert with_start_state(alone) is alone

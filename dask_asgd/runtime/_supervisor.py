@@ -1,0 +1,224 @@
+"""Follow a running fit from the driver: progress, failed tasks, lost workers.
+
+:class:`FitSupervisor` holds the fit's members (one training task each),
+reports completed epochs, fails the fit when a task fails, and when the
+coordinator reports that a worker left, has that worker's rows built again on
+the survivors and starts a task for each piece. A replacement joins the
+coordinator's barrier at the first epoch not yet complete, after taking the
+stopping decisions of the epochs before it, and starts from the state its
+host worker's member had at its last epoch barrier (see ``_handover.py``). It
+does not exchange states: each worker subscribes to a fit's topic once, and
+its host's member already has.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .._exceptions import WorkerLostError
+from ._errors import abort_error
+from ._recovery import Replaced, Replacer
+from ._task import FitTask
+
+
+@dataclass
+class Member:
+    """One training task of a fit."""
+
+    name: str
+    #: The worker it runs on.
+    worker: str
+    handle: Any
+    #: Training rows.
+    n_train: int
+    #: The worker whose rows it trains on instead, for a replacement.
+    replaces: str | None = None
+
+
+class FitSupervisor:
+    """Follows one running fit; see the module docstring.
+
+    Parameters
+    ----------
+    fit_id, token : str
+        The fit and its token.
+    template : FitTask
+        The task every member's task was made from.
+    coordinator : Coordinator
+    runner : TaskRunner
+    rng : numpy.random.Generator
+        Draws the replacements' seeds.
+    replacer : Replacer or None
+        Builds a lost worker's rows again; None if the fit cannot.
+    progress : callable or None
+        Called with every completed epoch.
+    total_train : int
+        Training rows of the whole fit, for a replacement's share.
+    """
+
+    def __init__(
+        self,
+        fit_id: str,
+        token: str,
+        template: FitTask,
+        coordinator: Any,
+        runner: Any,
+        rng: np.random.Generator,
+        replacer: Replacer | None,
+        progress: Callable[[dict[str, Any]], None] | None,
+        total_train: int,
+    ) -> None:
+        self.fit_id = fit_id
+        self.token = token
+        self.template = template
+        self.coordinator = coordinator
+        self.runner = runner
+        self.rng = rng
+        self.replacer = replacer
+        self.progress = progress
+        self.total_train = max(total_train, 1)
+        self.members: dict[str, Member] = {}
+        #: Handles of members lost with their workers.
+        self.lost: list[Any] = []
+        #: Rows for ``history_``: ``{"worker", "epoch", "event", ...}``.
+        self.events: list[dict[str, Any]] = []
+        self._epochs_seen = 0
+        self._departures_seen = 0
+
+    def submit(
+        self,
+        task: FitTask,
+        partitions: Any,
+        worker: str,
+        n_train: int,
+        replaces: str | None = None,
+    ) -> None:
+        """Start a member's task on ``worker``."""
+        handle = self.runner.submit(task, partitions, worker)
+        self.members[task.member] = Member(
+            task.member, worker, handle, n_train, replaces
+        )
+
+    def handles(self, except_on: str | None = None) -> list[Any]:
+        """The handles of the fit's members, in order, but those on
+        ``except_on``."""
+        return [m.handle for m in self.members.values() if m.worker != except_on]
+
+    def supervise(self, period: float) -> None:
+        """Look after the fit until every member's task ended.
+
+        Raises
+        ------
+        Exception
+            The error of a member's task that failed, or WorkerLostError.
+        """
+        while True:
+            self.runner.wait(self.handles(), timeout=period)
+            self.look()
+            if self._failed():
+                # The coordinator hears of a lost worker before the task's
+                # future fails: one more look tells a loss from a failure.
+                self.look()
+                failed = self._failed()
+                if failed:
+                    self.runner.gather([failed[0].handle])
+            states = [self.runner.state(handle) for handle in self.handles()]
+            if all(state == "done" for state in states):
+                return
+
+    def _failed(self) -> list[Member]:
+        return [
+            m for m in self.members.values() if self.runner.state(m.handle) == "failed"
+        ]
+
+    def look(self) -> None:
+        """Report new epochs; replace the members of workers that left.
+
+        Raises
+        ------
+        Exception
+            The error for the coordinator's abort, if it gave the fit up.
+        """
+        seen = self.coordinator.progress(self.fit_id, self._epochs_seen)
+        for summary in seen.epochs:
+            if self.progress is not None:
+                self.progress(summary)
+            self._epochs_seen += 1
+        if seen.abort is not None:
+            # A silent member's task may never end: do not wait for it.
+            raise abort_error(self.fit_id, seen.abort)
+        for departure in seen.departures[self._departures_seen :]:
+            self._departures_seen += 1
+            self.replace(departure)
+
+    def replace(self, departure: dict[str, Any]) -> None:
+        """Build a departed worker's rows again and start tasks on them."""
+        started = time.perf_counter()
+        worker = departure["worker"]
+        gone = [self.members.pop(n) for n in departure["members"] if n in self.members]
+        self.lost.extend(member.handle for member in gone)
+        self.runner.release([member.handle for member in gone])
+        n_lost = sum(member.n_train for member in gone)
+        self._event(worker, departure["epoch"], "worker-lost", samples=n_lost)
+        if not self.members:
+            raise WorkerLostError(self.fit_id, worker, "no worker is left to train on")
+        if self.replacer is None or not gone:
+            return
+        if all(self.runner.state(h) == "done" for h in self.handles()):
+            # Every survivor has finished: the fit is over, nothing to train.
+            return
+        survivors = sorted({member.worker for member in self.members.values()})
+        replaced = self.replacer.replace(worker, [m.name for m in gone], survivors)
+        self._account_lost_rows(worker, departure["epoch"], replaced)
+        for block in replaced.blocks:
+            joined = self.coordinator.join(self.fit_id, block.name, block.worker)
+            task = self.replacement_task(block.name, block.worker, block.n_train)
+            task = dataclasses.replace(
+                task, first_epoch=joined.first_epoch, replay=joined.replay
+            )
+            self.submit(task, block.partitions, block.worker, block.n_train, worker)
+            self._event(
+                block.worker,
+                joined.first_epoch,
+                "rows-replaced",
+                replaces=worker,
+                samples=block.n_train,
+                seconds=time.perf_counter() - started,
+            )
+
+    def _account_lost_rows(self, worker: str, epoch: int, replaced: Replaced) -> None:
+        if not replaced.rows_lost:
+            return
+        self._event(worker, epoch, "rows-lost", samples=replaced.rows_lost)
+        if self.template.config.recovery.require_all_rows:
+            raise WorkerLostError(
+                self.fit_id,
+                worker,
+                f"{replaced.rows_lost} of its training rows could not be built "
+                f"again ({replaced.detail})",
+            )
+
+    def replacement_task(self, name: str, worker: str, n_train: int) -> FitTask:
+        """The task of a member that trains on a lost worker's rows."""
+        template = self.template
+        hosts = [m.name for m in self.members.values() if m.worker == worker]
+        return dataclasses.replace(
+            template,
+            fit_id=self.fit_id,
+            token=self.token,
+            member=name,
+            seed=int(self.rng.integers(np.iinfo(np.int32).max)),
+            learner=template.learner.for_worker(n_train / self.total_train),
+            peers=(),
+            exchange=dataclasses.replace(template.exchange, communication="off"),
+            start_from=hosts[0] if hosts else None,
+        )
+
+    def _event(self, worker: str, epoch: int, event: str, **fields: Any) -> None:
+        self.events.append({"worker": worker, "epoch": epoch, "event": event, **fields})
