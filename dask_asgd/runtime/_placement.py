@@ -1,13 +1,20 @@
 """Put training rows on the workers, and find where they are.
 
-In-memory input (NumPy, SciPy sparse) is cut into one block of rows per worker
-and scattered, each block straight to its worker. Rows are assigned to workers
-at random (with ``shuffle=True``): a worker that received only one class of a
-sorted data set would learn nothing useful on its own.
+In-memory input (NumPy, SciPy sparse) is cut into one block of rows per worker.
+Rows are assigned to workers at random (with ``shuffle=True``): a worker that
+received only one class of a sorted data set would learn nothing useful on its
+own. Each block goes the cheapest way (see ``_shared_memory.py``): workers in
+this process get the arrays themselves, worker processes on this host map a
+shared-memory copy, and the others receive the block over the network.
+
+Whatever interrupts a placement (an error, a lost worker, Ctrl-C), the blocks
+already placed are released before the error goes on.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +24,7 @@ import numpy as np
 from distributed import Client, Future
 
 from ..learners import Partition
+from . import _shared_memory
 
 logger = logging.getLogger(__name__)
 
@@ -30,12 +38,18 @@ class Placement:
     n_train: dict[str, int]
     #: Futures created for this fit, released when the fit ends.
     owned: list[Future] = field(default_factory=list)
+    #: Shared-memory segments written for this fit that a worker may not have
+    #: mapped (and unlinked) yet.
+    segments: list[str] = field(default_factory=list)
 
     def release(self) -> None:
-        """Drop the data this placement scattered."""
+        """Drop the data this placement put on the workers."""
         for future in self.owned:
             future.release()
         self.owned.clear()
+        for path in self.segments:
+            _shared_memory.reaper().release(path)
+        self.segments.clear()
 
 
 def cluster_workers(client: Client, n_workers: int | None) -> list[str]:
@@ -72,6 +86,84 @@ def _take_rows(array: Any, rows: np.ndarray) -> Any:
     return taken
 
 
+@dataclass
+class _InMemoryArrays:
+    """The driver's rows, and how to hand a block of them to one worker."""
+
+    X: Any
+    targets: np.ndarray | None
+    sample_weight: np.ndarray
+    validation: np.ndarray | None
+
+    def partition(self, block: np.ndarray, in_storage_order: bool) -> Partition:
+        """The rows ``block`` as a Partition of their own (a copy)."""
+        if in_storage_order:
+            return Partition(self.X, self.targets, self.sample_weight, self.validation)
+        # With shuffling, ``block`` is in random order: the copy is the
+        # one-time permutation that lets each epoch read consecutive rows
+        # (see _shuffle.py) without following the input's order.
+        return Partition(
+            X=_take_rows(self.X, block),
+            targets=self.targets[block] if self.targets is not None else None,
+            sample_weight=self.sample_weight[block],
+            validation=self.validation[block] if self.validation is not None else None,
+        )
+
+    def place(
+        self,
+        client: Client,
+        address: str,
+        channel: str,
+        block: np.ndarray,
+        in_storage_order: bool,
+        placement: Placement,
+    ) -> Future:
+        """Put ``block`` on ``address`` the way ``channel`` says; own the result."""
+        if channel != "shared":
+            partition = self.partition(block, in_storage_order)
+            return _scatter_to(client, partition, address, placement.owned)
+        path = _shared_memory.new_segment_path()
+        # Owned before it exists: a driver killed while writing leaves nothing.
+        _shared_memory.reaper().register(path)
+        placement.segments.append(path)
+        handle = _shared_memory.write_partition(
+            path, self.X, self.targets, self.sample_weight, self.validation, block
+        )
+        future = client.submit(
+            _shared_memory.open_partition,
+            handle,
+            workers=[address],
+            allow_other_workers=False,
+            pure=False,
+        )
+        placement.owned.append(future)
+        return future
+
+
+def _scatter_to(
+    client: Client, partition: Partition, address: str, owned: list[Future]
+) -> Future:
+    """Scatter one partition to ``address``, adding its future to ``owned``.
+
+    An interrupted ``client.scatter`` goes on in the client's event loop and
+    lands on the worker after the caller is gone, where nothing would release
+    it. So the scatter runs to its end even when the wait is interrupted, and
+    what it placed joins ``owned`` before the interruption goes on.
+    """
+    scatter = client.scatter(
+        [partition], workers=[address], hash=False, asynchronous=True
+    )
+    pending = asyncio.run_coroutine_threadsafe(scatter, client.loop.asyncio_loop)
+    try:
+        [future] = pending.result()
+    except BaseException:
+        with contextlib.suppress(BaseException):
+            owned.extend(pending.result(timeout=60))
+        raise
+    owned.append(future)
+    return future
+
+
 def scatter_in_memory(
     client: Client,
     workers: list[str],
@@ -81,8 +173,9 @@ def scatter_in_memory(
     validation: np.ndarray | None,
     rng: np.random.Generator | None,
     min_rows_per_worker: int = 1,
+    on_block_placed: Callable[[str], None] | None = None,
 ) -> Placement:
-    """Cut in-memory rows into one balanced block per worker and scatter them.
+    """Cut in-memory rows into one balanced block per worker and place them.
 
     Parameters
     ----------
@@ -101,6 +194,9 @@ def scatter_in_memory(
         Use fewer workers rather than give one fewer rows than this: a model
         trained on a handful of rows adds noise to the average, and a small
         data set trains faster on one worker than it can be shipped to many.
+    on_block_placed : callable, optional
+        Called with a worker's address once its block is placed (progress;
+        the tests interrupt placement there).
 
     Returns
     -------
@@ -110,32 +206,26 @@ def scatter_in_memory(
     rows = rng.permutation(n_samples) if rng is not None else np.arange(n_samples)
     n_blocks = min(len(workers), max(1, n_samples // max(1, min_rows_per_worker)))
     blocks = [b for b in np.array_split(rows, n_blocks) if b.size]
-    partitions: dict[str, list[Future]] = {}
-    n_train: dict[str, int] = {}
-    owned: list[Future] = []
     # Fewer blocks than workers when rows are few: those workers get none.
-    for address, block in zip(workers, blocks, strict=False):
-        # With shuffling, ``block`` is in random order: the copy below is the
-        # one-time permutation that lets each epoch read consecutive rows
-        # (see _shuffle.py) without following the input's order.
-        held_out = validation[block] if validation is not None else None
-        if rng is None and len(blocks) == 1:
-            # One worker takes every row in storage order: no copy needed.
-            partition = Partition(X, targets, sample_weight, validation)
-        else:
-            partition = Partition(
-                X=_take_rows(X, block),
-                targets=targets[block] if targets is not None else None,
-                sample_weight=sample_weight[block],
-                validation=held_out,
+    assigned = list(zip(workers, blocks, strict=False))
+    in_storage_order = rng is None and len(blocks) == 1
+    arrays = _InMemoryArrays(X, targets, sample_weight, validation)
+    placement = Placement(partitions={}, n_train={})
+    try:
+        channels = _shared_memory.worker_channels(client, [a for a, _ in assigned])
+        for address, block in assigned:
+            future = arrays.place(
+                client, address, channels[address], block, in_storage_order, placement
             )
-        [future] = client.scatter([partition], workers=[address], hash=False)
-        partitions[address] = [future]
-        owned.append(future)
-        n_train[address] = int(
-            block.size - (held_out.sum() if held_out is not None else 0)
-        )
-    return Placement(partitions=partitions, n_train=n_train, owned=owned)
+            placement.partitions[address] = [future]
+            held_out = int(validation[block].sum()) if validation is not None else 0
+            placement.n_train[address] = int(block.size - held_out)
+            if on_block_placed is not None:
+                on_block_placed(address)
+    except BaseException:
+        placement.release()
+        raise
+    return placement
 
 
 def _block_partition(
