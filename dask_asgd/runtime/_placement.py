@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -331,36 +331,87 @@ def place_dask(
         if persisted_weight is not None
         else [None] * len(x_chunks)
     )
-    who_has = client.who_has(x_chunks)
-    allowed = sorted(workers)
-    partitions: dict[str, list[Future]] = {}
-    n_train: dict[str, int] = {}
-    owned: list[Future] = [f for array in persisted for f in futures_of(array)]
-    rows_per_chunk = persisted[0].chunks[0]
-    for index, (x_chunk, y_chunk, w_chunk) in enumerate(
-        zip(x_chunks, y_chunks, w_chunks, strict=True)
-    ):
-        holders = [w for w in who_has.get(x_chunk.key, ()) if w in allowed]
-        address = holders[0] if holders else allowed[index % len(allowed)]
-        future = client.submit(
-            _block_partition,
-            x_chunk,
-            y_chunk,
-            w_chunk,
-            encode,
-            dtype,
-            validation_fraction,
-            int(rng.integers(np.iinfo(np.int32).max)),
-            workers=[address],
-            allow_other_workers=False,
-            pure=False,
+    placement = Placement(
+        partitions={},
+        n_train={},
+        owned=[f for array in persisted for f in futures_of(array)],
+    )
+    try:
+        who_has = client.who_has(x_chunks)
+        rows_per_chunk = [int(rows) for rows in persisted[0].chunks[0]]
+        addresses = assign_chunks(
+            rows_per_chunk, [who_has.get(c.key, ()) for c in x_chunks], workers
         )
-        partitions.setdefault(address, []).append(future)
-        owned.append(future)
-        rows = int(rows_per_chunk[index])
-        held_out = round(rows * validation_fraction) if validation_fraction else 0
-        n_train[address] = n_train.get(address, 0) + rows - held_out
-    return Placement(partitions=partitions, n_train=n_train, owned=owned)
+        for chunks, address, rows in zip(
+            zip(x_chunks, y_chunks, w_chunks, strict=True),
+            addresses,
+            rows_per_chunk,
+            strict=True,
+        ):
+            future = client.submit(
+                _block_partition,
+                *chunks,
+                encode,
+                dtype,
+                validation_fraction,
+                int(rng.integers(np.iinfo(np.int32).max)),
+                workers=[address],
+                allow_other_workers=False,
+                pure=False,
+            )
+            placement.partitions.setdefault(address, []).append(future)
+            placement.owned.append(future)
+            held_out = round(rows * validation_fraction) if validation_fraction else 0
+            placement.n_train[address] = (
+                placement.n_train.get(address, 0) + rows - held_out
+            )
+    except BaseException:
+        placement.release()
+        raise
+    return placement
+
+
+def assign_chunks(
+    rows: Sequence[int], holders: Sequence[Collection[str]], workers: Sequence[str]
+) -> list[str]:
+    """The worker that builds each chunk's partition, balanced by rows.
+
+    A chunk goes to a worker of the fit that holds it, so that no rows move;
+    only a chunk that none of them holds moves, to the worker with the fewest
+    rows. Chunks with several holders (replicas, e.g. left by an earlier
+    fit) go to the holder with the fewest rows so far, the biggest chunks
+    first and ties by address: the choice depends on where the chunks are,
+    never on the order in which Dask lists their holders, so a given cluster
+    state and random_state always give the same placement and model.
+
+    Parameters
+    ----------
+    rows : sequence of int
+        Rows of each chunk.
+    holders : sequence of collections of str
+        Workers holding each chunk.
+    workers : sequence of str
+        Workers the fit may use.
+
+    Returns
+    -------
+    list of str
+        One address per chunk.
+    """
+    allowed = sorted(workers)
+    load = dict.fromkeys(allowed, 0)
+    candidates = [sorted(set(held) & load.keys()) for held in holders]
+    assignment: list[str] = [""] * len(rows)
+    for index, options in enumerate(candidates):
+        if len(options) == 1:
+            assignment[index] = options[0]
+            load[options[0]] += rows[index]
+    free = [index for index, options in enumerate(candidates) if len(options) != 1]
+    for index in sorted(free, key=lambda i: (-rows[i], i)):
+        address = min(candidates[index] or allowed, key=lambda w: (load[w], w))
+        assignment[index] = address
+        load[address] += rows[index]
+    return assignment
 
 
 def _flat_keys(array: Any) -> list[Any]:
