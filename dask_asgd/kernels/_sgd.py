@@ -22,12 +22,13 @@ differ there (``tests/kernels/test_sgd.py`` pins it).
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
 from numba import njit
 
-from ._losses import loss_derivative, loss_value
+from ._losses import LOG_LOSS, loss_derivative, loss_value
 from ._options import JIT_OPTIONS
 from ._rows import kernel_rows
 
@@ -141,6 +142,21 @@ def learning_rate(settings, t):
     if settings.schedule == SCHEDULE_INVSCALING:
         return settings.eta0 / t**settings.power_t
     return settings.eta0
+
+
+@njit(**JIT_OPTIONS)
+def _log_loss_and_derivative(p, y):
+    # One exp for both: the derivative is scikit-learn's formula to the bit,
+    # the loss log1p(exp(-z)) is computed as log1p(1 / exp(z)) (the last bit
+    # may differ; it only feeds the stopping rule's sums).
+    z = p * y
+    if z > 18.0:
+        small = math.exp(-z)
+        return small, -y * small
+    if z < -18.0:
+        return -z, -y
+    grown = math.exp(z)
+    return math.log1p(1.0 / grown), -y / (grown + 1.0)
 
 
 @njit(**JIT_OPTIONS)
@@ -276,8 +292,13 @@ def _compiled_pass(loss: int, sparse: bool, one_output: bool) -> Any:
                         + intercepts[k]
                     )
                     y = _target(targets, i, k, one_output)
-                    output_losses[k] += loss_value(loss, p, y, parameter)
-                    derivatives[offset, k] = loss_derivative(loss, p, y, parameter)
+                    if loss == LOG_LOSS:
+                        value, derivative = _log_loss_and_derivative(p, y)
+                    else:
+                        value = loss_value(loss, p, y, parameter)
+                        derivative = loss_derivative(loss, p, y, parameter)
+                    output_losses[k] += value
+                    derivatives[offset, k] = derivative
             # Pass 2: the per-sample updates, in scikit-learn's order.
             for offset in range(batch_stop - batch_start):
                 i = order[batch_start + offset]
