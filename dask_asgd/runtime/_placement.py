@@ -159,8 +159,11 @@ def _open_on(
     future = client.submit(
         _shared_memory.open_partition,
         handle,
+        address,
         workers=[address],
-        allow_other_workers=False,
+        # Not pinned: after a worker loss Dask reruns the task elsewhere, where
+        # it fails at once (see open_partition) instead of waiting forever.
+        allow_other_workers=True,
         pure=False,
     )
     owned.append(future)

@@ -175,13 +175,35 @@ def _view(buffer: Any, spec: ArraySpec) -> np.ndarray:
     return flat.reshape(spec.shape)
 
 
-def open_partition(handle: SharedPartition) -> Partition:
+class PartitionLostError(RuntimeError):
+    """A worker holding shared-memory rows left; they cannot be mapped again."""
+
+
+def open_partition(handle: SharedPartition, worker: str | None = None) -> Partition:
     """Map a segment read-only as a :class:`Partition`, and unlink its name.
 
     Runs on the worker, as the Dask task whose result is the partition. The
     arrays are views of the mapping: the kernels read the driver's copy of
     the rows in place.
+
+    Parameters
+    ----------
+    handle : SharedPartition
+    worker : str, optional
+        The worker the rows are for. When it leaves, Dask runs this task again
+        elsewhere (the task may not be pinned to a worker that is gone: the
+        fit would wait for it forever); it then fails here, and the fit with
+        it, as it did when scattered rows were lost.
     """
+    if worker is not None:
+        from distributed import get_worker
+
+        here = get_worker().address
+        if here != worker:
+            raise PartitionLostError(
+                f"Rows placed on worker {worker}, which is gone (it left the "
+                f"cluster or is paused), cannot be placed again on {here}"
+            )
     descriptor = os.open(handle.path, os.O_RDONLY)
     try:
         size = os.fstat(descriptor).st_size
