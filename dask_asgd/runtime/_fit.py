@@ -73,21 +73,28 @@ def fit_on_cluster(
         install_plugins(client, config.exchange, exchange.communication != "off")
         workers = cluster_workers(client, n_workers)
         placement = rows.place(client, workers, rng, shuffle, min_rows_per_worker)
-        template = FitTask(
-            fit_id="",
-            seed=0,
-            learner=learner,
-            max_iter=int(max_iter),
-            shuffle=bool(shuffle),
-            synchronise=synchronise,
-            exchange=exchange,
-            config=config,
-        )
+        try:
+            template = FitTask(
+                fit_id="",
+                seed=0,
+                learner=learner,
+                max_iter=int(max_iter),
+                shuffle=bool(shuffle),
+                synchronise=synchronise,
+                exchange=exchange,
+                config=config,
+            )
+            registry = FitRegistry(client)
+            runner = DaskTaskRunner(client, train_worker)
+        except BaseException:
+            # run_fit releases the rows from its start on; before, this does.
+            placement.release()
+            raise
         return run_fit(
             placement,
             template,
-            FitRegistry(client),
-            DaskTaskRunner(client, train_worker),
+            registry,
+            runner,
             rng,
             policy_limits(config.balancing),
             progress,

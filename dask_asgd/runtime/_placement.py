@@ -1,15 +1,24 @@
 """Put training rows on the workers, and find where they are.
 
-In-memory input (NumPy, SciPy sparse) is cut into one block of rows per worker
-and scattered, each block straight to its worker. Rows are assigned to workers
-at random (with ``shuffle=True``): a worker that received only one class of a
-sorted data set would learn nothing useful on its own.
+In-memory input (NumPy, SciPy sparse) is cut into one block of rows per worker.
+Rows are assigned to workers at random (with ``shuffle=True``): a worker that
+received only one class of a sorted data set would learn nothing useful on its
+own. Each block goes the cheapest way (see ``_shared_memory.py``): workers in
+this process get the arrays themselves, worker processes on this host map a
+shared-memory copy, and the others receive the block over the network.
+
+Whatever interrupts a placement (an error, a lost worker, Ctrl-C), the blocks
+already placed are released before the error goes on.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +26,7 @@ import numpy as np
 from distributed import Client, Future
 
 from ..learners import Partition
+from . import _shared_memory
 
 logger = logging.getLogger(__name__)
 
@@ -34,12 +44,18 @@ class Placement:
     #: if the worker is lost (see ``_recovery.py``): the row numbers of
     #: in-memory input, or the chunks of Dask input.
     origins: dict[str, Any] = field(default_factory=dict)
+    #: Shared-memory segments written for this fit that a worker may not have
+    #: mapped (and unlinked) yet.
+    segments: list[str] = field(default_factory=list)
 
     def release(self) -> None:
-        """Drop the data this placement scattered."""
+        """Drop the data this placement put on the workers."""
         for future in self.owned:
             future.release()
         self.owned.clear()
+        for path in self.segments:
+            _shared_memory.reaper().release(path)
+        self.segments.clear()
 
 
 def cluster_workers(client: Client, n_workers: int | None) -> list[str]:
@@ -70,10 +86,116 @@ def cluster_workers(client: Client, n_workers: int | None) -> list[str]:
 
 
 def _take_rows(array: Any, rows: np.ndarray) -> Any:
+    if not hasattr(array, "indptr"):
+        # np.take: half the time of ``array[rows]`` for 500,000 x 100 float64
+        # rows (0.34 s against 0.71 s here), as fast as touching new memory.
+        return np.take(array, rows, axis=0)
     taken = array[rows]
-    if hasattr(taken, "indptr"):
-        taken.sort_indices()
+    taken.sort_indices()
     return taken
+
+
+@dataclass
+class _InMemoryArrays:
+    """The driver's rows, and how to hand a block of them to one worker."""
+
+    X: Any
+    targets: np.ndarray | None
+    sample_weight: np.ndarray
+    validation: np.ndarray | None
+
+    def partition(self, block: np.ndarray, in_storage_order: bool) -> Partition:
+        """The rows ``block`` as a Partition of their own (a copy)."""
+        if in_storage_order:
+            return Partition(self.X, self.targets, self.sample_weight, self.validation)
+        # With shuffling, ``block`` is in random order: the copy is the
+        # one-time permutation that lets each epoch read consecutive rows
+        # (see _shuffle.py) without following the input's order.
+        return Partition(
+            X=_take_rows(self.X, block),
+            targets=self.targets[block] if self.targets is not None else None,
+            sample_weight=self.sample_weight[block],
+            validation=self.validation[block] if self.validation is not None else None,
+        )
+
+    def write_segments(
+        self, blocks: dict[str, np.ndarray], placement: Placement
+    ) -> dict[str, _shared_memory.SharedPartition]:
+        """Write each block into a shared-memory segment of its own, in parallel.
+
+        The gathers release the GIL and each thread faults in its own pages,
+        so the blocks of several local workers take the time of one on as
+        many cores.
+        """
+        paths = {}
+        for address in blocks:
+            paths[address] = _shared_memory.new_segment_path()
+            # Owned before it exists: a driver killed while writing leaves
+            # nothing behind.
+            _shared_memory.reaper().register(paths[address])
+            placement.segments.append(paths[address])
+        threads = max(1, min(len(blocks), os.cpu_count() or 1))
+        # Leaving the block waits for every writer, also on an interrupt: a
+        # segment must not be created after the cleanup unlinked its name.
+        with ThreadPoolExecutor(threads, thread_name_prefix="asgd-place") as pool:
+            pending = {
+                address: pool.submit(
+                    _shared_memory.write_partition,
+                    paths[address],
+                    self.X,
+                    self.targets,
+                    self.sample_weight,
+                    self.validation,
+                    block,
+                )
+                for address, block in blocks.items()
+            }
+            return {address: job.result() for address, job in pending.items()}
+
+
+def _open_on(
+    client: Client,
+    address: str,
+    handle: _shared_memory.SharedPartition,
+    owned: list[Future],
+) -> Future:
+    """Have ``address`` map its segment; the future holds the partition there."""
+    future = client.submit(
+        _shared_memory.open_partition,
+        handle,
+        address,
+        workers=[address],
+        # Not pinned: after a worker loss Dask reruns the task elsewhere, where
+        # it fails at once (see open_partition) instead of waiting forever.
+        allow_other_workers=True,
+        pure=False,
+    )
+    owned.append(future)
+    return future
+
+
+def _scatter_to(
+    client: Client, partition: Partition, address: str, owned: list[Future]
+) -> Future:
+    """Scatter one partition to ``address``, adding its future to ``owned``.
+
+    An interrupted ``client.scatter`` goes on in the client's event loop and
+    lands on the worker after the caller is gone, where nothing would release
+    it. So the scatter runs to its end even when the wait is interrupted, and
+    what it placed joins ``owned`` before the interruption goes on.
+    """
+    scatter = client.scatter(
+        [partition], workers=[address], hash=False, asynchronous=True
+    )
+    pending = asyncio.run_coroutine_threadsafe(scatter, client.loop.asyncio_loop)
+    try:
+        [future] = pending.result()
+    except BaseException:
+        with contextlib.suppress(BaseException):
+            owned.extend(pending.result(timeout=60))
+        raise
+    owned.append(future)
+    return future
 
 
 def scatter_in_memory(
@@ -85,8 +207,9 @@ def scatter_in_memory(
     validation: np.ndarray | None,
     rng: np.random.Generator | None,
     min_rows_per_worker: int = 1,
+    on_block_placed: Callable[[str], None] | None = None,
 ) -> Placement:
-    """Cut in-memory rows into one balanced block per worker and scatter them.
+    """Cut in-memory rows into one balanced block per worker and place them.
 
     Parameters
     ----------
@@ -105,6 +228,9 @@ def scatter_in_memory(
         Use fewer workers rather than give one fewer rows than this: a model
         trained on a handful of rows adds noise to the average, and a small
         data set trains faster on one worker than it can be shipped to many.
+    on_block_placed : callable, optional
+        Called with a worker's address once its block is placed (progress;
+        the tests interrupt placement there).
 
     Returns
     -------
@@ -114,35 +240,32 @@ def scatter_in_memory(
     rows = rng.permutation(n_samples) if rng is not None else np.arange(n_samples)
     n_blocks = min(len(workers), max(1, n_samples // max(1, min_rows_per_worker)))
     blocks = [b for b in np.array_split(rows, n_blocks) if b.size]
-    partitions: dict[str, list[Future]] = {}
-    n_train: dict[str, int] = {}
-    owned: list[Future] = []
     # Fewer blocks than workers when rows are few: those workers get none.
-    for address, block in zip(workers, blocks, strict=False):
-        # With shuffling, ``block`` is in random order: the copy below is the
-        # one-time permutation that lets each epoch read consecutive rows
-        # (see _shuffle.py) without following the input's order.
-        held_out = validation[block] if validation is not None else None
-        if rng is None and len(blocks) == 1:
-            # One worker takes every row in storage order: no copy needed.
-            partition = Partition(X, targets, sample_weight, validation)
-        else:
-            partition = Partition(
-                X=_take_rows(X, block),
-                targets=targets[block] if targets is not None else None,
-                sample_weight=sample_weight[block],
-                validation=held_out,
-            )
-        [future] = client.scatter([partition], workers=[address], hash=False)
-        partitions[address] = [future]
-        owned.append(future)
-        n_train[address] = int(
-            block.size - (held_out.sum() if held_out is not None else 0)
+    assigned = list(zip(workers, blocks, strict=False))
+    in_storage_order = rng is None and len(blocks) == 1
+    arrays = _InMemoryArrays(X, targets, sample_weight, validation)
+    placement = Placement(partitions={}, n_train={})
+    try:
+        channels = _shared_memory.worker_channels(client, [a for a, _ in assigned])
+        handles = arrays.write_segments(
+            {a: b for a, b in assigned if channels[a] == "shared"}, placement
         )
-    origins = dict(zip(partitions, blocks, strict=False))
-    return Placement(
-        partitions=partitions, n_train=n_train, owned=owned, origins=origins
-    )
+        for address, block in assigned:
+            if address in handles:
+                future = _open_on(client, address, handles[address], placement.owned)
+            else:
+                partition = arrays.partition(block, in_storage_order)
+                future = _scatter_to(client, partition, address, placement.owned)
+            placement.partitions[address] = [future]
+            placement.origins[address] = block
+            held_out = int(validation[block].sum()) if validation is not None else 0
+            placement.n_train[address] = int(block.size - held_out)
+            if on_block_placed is not None:
+                on_block_placed(address)
+    except BaseException:
+        placement.release()
+        raise
+    return placement
 
 
 def _block_partition(
@@ -248,43 +371,91 @@ def place_dask(
         if persisted_weight is not None
         else [None] * len(x_chunks)
     )
-    who_has = client.who_has(x_chunks)
-    allowed = sorted(workers)
-    partitions: dict[str, list[Future]] = {}
-    n_train: dict[str, int] = {}
-    owned: list[Future] = [f for array in persisted for f in futures_of(array)]
-    origins: dict[str, list[tuple[Any, ...]]] = {}
-    rows_per_chunk = persisted[0].chunks[0]
-    for index, (x_chunk, y_chunk, w_chunk) in enumerate(
-        zip(x_chunks, y_chunks, w_chunks, strict=True)
-    ):
-        holders = [w for w in who_has.get(x_chunk.key, ()) if w in allowed]
-        address = holders[0] if holders else allowed[index % len(allowed)]
-        seed = int(rng.integers(np.iinfo(np.int32).max))
-        future = client.submit(
-            _block_partition,
-            x_chunk,
-            y_chunk,
-            w_chunk,
-            encode,
-            dtype,
-            validation_fraction,
-            seed,
-            workers=[address],
-            allow_other_workers=False,
-            pure=False,
-        )
-        partitions.setdefault(address, []).append(future)
-        owned.append(future)
-        rows = int(rows_per_chunk[index])
-        held_out = round(rows * validation_fraction) if validation_fraction else 0
-        n_train[address] = n_train.get(address, 0) + rows - held_out
-        origins.setdefault(address, []).append(
-            (x_chunk, y_chunk, w_chunk, seed, rows - held_out)
-        )
-    return Placement(
-        partitions=partitions, n_train=n_train, owned=owned, origins=origins
+    placement = Placement(
+        partitions={},
+        n_train={},
+        owned=[f for array in persisted for f in futures_of(array)],
     )
+    try:
+        who_has = client.who_has(x_chunks)
+        rows_per_chunk = [int(rows) for rows in persisted[0].chunks[0]]
+        addresses = assign_chunks(
+            rows_per_chunk, [who_has.get(c.key, ()) for c in x_chunks], workers
+        )
+        for chunks, address, rows in zip(
+            zip(x_chunks, y_chunks, w_chunks, strict=True),
+            addresses,
+            rows_per_chunk,
+            strict=True,
+        ):
+            seed = int(rng.integers(np.iinfo(np.int32).max))
+            future = client.submit(
+                _block_partition,
+                *chunks,
+                encode,
+                dtype,
+                validation_fraction,
+                seed,
+                workers=[address],
+                allow_other_workers=False,
+                pure=False,
+            )
+            placement.partitions.setdefault(address, []).append(future)
+            placement.owned.append(future)
+            held_out = round(rows * validation_fraction) if validation_fraction else 0
+            placement.n_train[address] = (
+                placement.n_train.get(address, 0) + rows - held_out
+            )
+            placement.origins.setdefault(address, []).append(
+                (*chunks, seed, rows - held_out)
+            )
+    except BaseException:
+        placement.release()
+        raise
+    return placement
+
+
+def assign_chunks(
+    rows: Sequence[int], holders: Sequence[Collection[str]], workers: Sequence[str]
+) -> list[str]:
+    """The worker that builds each chunk's partition, balanced by rows.
+
+    A chunk goes to a worker of the fit that holds it, so that no rows move;
+    only a chunk that none of them holds moves, to the worker with the fewest
+    rows. Chunks with several holders (replicas, e.g. left by an earlier
+    fit) go to the holder with the fewest rows so far, the biggest chunks
+    first and ties by address: the choice depends on where the chunks are,
+    never on the order in which Dask lists their holders, so a given cluster
+    state and random_state always give the same placement and model.
+
+    Parameters
+    ----------
+    rows : sequence of int
+        Rows of each chunk.
+    holders : sequence of collections of str
+        Workers holding each chunk.
+    workers : sequence of str
+        Workers the fit may use.
+
+    Returns
+    -------
+    list of str
+        One address per chunk.
+    """
+    allowed = sorted(workers)
+    load = dict.fromkeys(allowed, 0)
+    candidates = [sorted(set(held) & load.keys()) for held in holders]
+    assignment: list[str] = [""] * len(rows)
+    for index, options in enumerate(candidates):
+        if len(options) == 1:
+            assignment[index] = options[0]
+            load[options[0]] += rows[index]
+    free = [index for index, options in enumerate(candidates) if len(options) != 1]
+    for index in sorted(free, key=lambda i: (-rows[i], i)):
+        address = min(candidates[index] or allowed, key=lambda w: (load[w], w))
+        assignment[index] = address
+        load[address] += rows[index]
+    return assignment
 
 
 def _flat_keys(array: Any) -> list[Any]:
