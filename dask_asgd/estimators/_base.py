@@ -16,6 +16,7 @@ from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -167,11 +168,28 @@ class BaseASGD(BaseEstimator):
             progress=self._log_epoch if self.verbose else None,
         )
 
-    def _store_outcome(self, outcome: FitOutcome) -> None:
-        """Set the fitted attributes every estimator records of a fit."""
+    def _store_outcome(self, outcome: FitOutcome, partial: bool = False) -> None:
+        """Set the fitted attributes every estimator records of a fit.
+
+        ``fit`` starts the histories afresh; every ``partial_fit`` appends its
+        rows to them, numbered by a ``call`` column (0 for the first), so
+        that a loss curve streamed over many calls stays whole.
+        """
         self.n_iter_ = outcome.n_iter
-        self.history_ = outcome.history
-        self.communication_history_ = outcome.control
+        history, control = outcome.history, outcome.control
+        previous = getattr(self, "history_", None) if partial else None
+        call = 0
+        if previous is not None and "call" in previous:
+            call = int(previous["call"].max()) + 1 if len(previous) else 0
+        history = history.assign(call=call)
+        control = control.assign(call=call)
+        if call:
+            history = pd.concat([previous, history], ignore_index=True)
+            control = pd.concat(
+                [self.communication_history_, control], ignore_index=True
+            )
+        self.history_ = history
+        self.communication_history_ = control
 
     def _epoch_mean_loss(self, totals: dict[str, float]) -> float:
         return totals["loss"] / max(totals["n_train"], 1.0)

@@ -135,7 +135,8 @@ class ASGDKMeans(
         (``local_loss``), the mean over all workers (``loss``), rows,
         minibatches (``steps``), seconds, and with communication the send
         interval, message size and cumulative exchange counters, as for the
-        linear estimators.
+        linear estimators. A ``call`` column numbers the calls: ``fit``
+        starts the table afresh, every ``partial_fit`` appends its rows.
     communication_history_ : pandas.DataFrame
         One row per worker and change of its send interval or message size.
 
@@ -353,7 +354,7 @@ class ASGDKMeans(
         self, outcome: FitOutcome, data: TrainingData, partial: bool
     ) -> None:
         """Set the fitted attributes, and the labels of ``data`` if asked."""
-        self._store_outcome(outcome)
+        self._store_outcome(outcome, partial)
         self.cluster_centers_ = outcome.state.centers
         self.counts_ = outcome.state.counts
         steps = int(outcome.history["steps"].sum()) if len(outcome.history) else 0

@@ -82,7 +82,9 @@ class ASGDClassifier(LinearClassifierMixin, BaseSGDLinear):
         score with ``early_stopping``); with communication, the send interval,
         message size and cumulative exchange counters (messages published,
         sent, received, lost, dropped, failed, refused, rows accepted and
-        rejected by the Parzen window, bytes sent and received).
+        rejected by the Parzen window, bytes sent and received). A ``call``
+        column numbers the calls: ``fit`` starts the table afresh (call 0),
+        every ``partial_fit`` appends its rows to it.
     communication_history_ : pandas.DataFrame
         One row per worker and change of its send interval or message size
         (and its start): seconds since the worker started, the new settings,

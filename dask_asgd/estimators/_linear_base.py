@@ -252,7 +252,7 @@ class BaseSGDLinear(SparseCoefMixin, BaseASGD):
 
     def _set_fitted(self, outcome: FitOutcome, t_start: float, partial: bool) -> None:
         """Set the fitted attributes; after ``fit``, warn as scikit-learn does."""
-        self._store_outcome(outcome)
+        self._store_outcome(outcome, partial)
         self._standard = outcome.state
         self.t_ = t_start + outcome.n_samples_trained
         self._publish_coefficients()

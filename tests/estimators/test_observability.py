@@ -81,3 +81,30 @@ def test_plot_history(data):
     off = ASGDClassifier(max_iter=2, tol=None, communication="off").fit(X, y)
     _, empty = plot_history(off)
     assert not empty.axison
+
+
+@pytest.mark.parametrize("kind", ["classifier", "kmeans"])
+def test_partial_fit_calls_append_to_the_history(kind):
+    from sklearn.datasets import make_classification
+
+    from dask_asgd import ASGDClassifier, ASGDKMeans
+
+    X, y = make_classification(3000, 5, random_state=0)
+    if kind == "classifier":
+        model = ASGDClassifier(random_state=0)
+        calls = [lambda: model.partial_fit(X, y, classes=[0, 1])] * 3
+    else:
+        model = ASGDKMeans(3, random_state=0, batch_size=256)
+        calls = [lambda: model.partial_fit(X)] * 3
+    for call in calls:
+        call()
+    assert sorted(model.history_["call"].unique()) == [0, 1, 2]
+    rows_per_call = model.history_.groupby("call").size()
+    assert (rows_per_call == rows_per_call.iloc[0]).all()
+    assert set(model.communication_history_["call"]) <= {0, 1, 2}
+    # A fit starts afresh.
+    if kind == "classifier":
+        model.fit(X, y)
+    else:
+        model.fit(X)
+    assert list(model.history_["call"].unique()) == [0]
