@@ -195,16 +195,20 @@ class BaseASGD(BaseEstimator):
         return totals["loss"] / max(totals["n_train"], 1.0)
 
     def _log_epoch(self, summary: dict[str, Any]) -> None:
-        """Log one finished epoch (called on the driver when ``verbose``)."""
+        """Report one finished epoch (called on the driver when ``verbose``).
+
+        As scikit-learn's SGD estimators do, the line goes to stdout, so a
+        notebook shows it without any logging set-up; it is also logged at
+        INFO level for applications that collect logs.
+        """
         totals = summary["totals"]
-        logger.info(
-            "-- Epoch %d: %s %.6f over %d %s",
-            summary["epoch"] + 1,
-            self._epoch_loss_name,
-            self._epoch_mean_loss(totals),
-            totals["n_train"],
-            self._epoch_rows_name,
+        line = (
+            f"-- Epoch {summary['epoch'] + 1}: {self._epoch_loss_name} "
+            f"{self._epoch_mean_loss(totals):.6f} over {int(totals['n_train'])} "
+            f"{self._epoch_rows_name}"
         )
+        print(line, flush=True)
+        logger.info(line)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

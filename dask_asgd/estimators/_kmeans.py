@@ -71,7 +71,8 @@ class ASGDKMeans(
     batch_size : int, default=1024
         Rows per minibatch of each worker.
     verbose : int, default=0
-        Log one line per epoch at INFO level (``logging``).
+        Print one line per epoch on stdout (the mean loss over all workers),
+        as scikit-learn does, while the fit runs; also logged at INFO level.
     compute_labels : bool, default=True
         Compute ``labels_`` and ``inertia_`` on the training rows (of the
         last ``partial_fit``) with the final centers (one more pass over the

@@ -64,7 +64,8 @@ LINEAR_PARAMETERS_DOC = (
         Assign rows to workers at random and visit them in a new random order
         each epoch (random order of blocks of consecutive rows).
     verbose : int, default=0
-        Log one line per epoch and worker at INFO level (``logging``).
+        Print one line per epoch on stdout (the mean loss over all workers),
+        as scikit-learn does, while the fit runs; also logged at INFO level.
     epsilon : float, default=0.1
         Epsilon of the ``huber`` and epsilon-insensitive losses.
     random_state : int, RandomState instance or None, default=None

@@ -108,3 +108,12 @@ def test_partial_fit_calls_append_to_the_history(kind):
     else:
         model.fit(X)
     assert list(model.history_["call"].unique()) == [0]
+
+
+def test_verbose_prints_every_epoch_on_stdout_as_scikit_learn_does(data, capsys):
+    X, y = data
+    ASGDClassifier(verbose=1, max_iter=3, tol=None, random_state=0).fit(X, y)
+    printed = [line for line in capsys.readouterr().out.splitlines() if "Epoch" in line]
+    assert [line.split(":")[0] for line in printed] == [
+        f"-- Epoch {e}" for e in range(1, 4)
+    ]
