@@ -246,8 +246,8 @@ def simulate_fit(
         seed,
     )
     runs: dict[int, _TimedRun] = {}
-    shares = np.array([sum(p.X.shape[0] for p in parts) for parts in partitions])
-    shares = shares / shares.sum()
+    n_train = np.array([sum(p.X.shape[0] for p in parts) for parts in partitions])
+    shares = n_train / n_train.sum()
 
     def evaluate_average(epoch: int) -> dict[str, float]:
         states = [runs[w].state for w in range(n_workers)]
@@ -276,7 +276,29 @@ def simulate_fit(
         config,
         runs,
     )
-    results: list[Any] = [None] * n_workers
+    results = _run_threads(tasks, partitions, links, barrier, time)
+    members = [
+        Member(name=str(w), worker=str(w), handle=None, n_train=int(n))
+        for w, n in enumerate(n_train)
+    ]
+    outcome = combine("simulated", members, results, learner)
+    return SimulatedFit(
+        outcome=outcome,
+        seconds=barrier.completed[-1]["time"] if barrier.completed else 0.0,
+        epochs=barrier.completed,
+        decisions=barrier.decisions,
+    )
+
+
+def _run_threads(
+    tasks: list[FitTask],
+    partitions: list[list[Partition]],
+    links: SimulatedNetwork,
+    barrier: _Barrier,
+    time: VirtualTime,
+) -> list[Any]:
+    """Run every worker's loop in a thread of its own; their results in order."""
+    results: list[Any] = [None] * len(tasks)
 
     def work(worker: int) -> None:
         error = None
@@ -290,34 +312,19 @@ def simulate_fit(
                 communicator,
                 clock=time.clock(worker),
             )
-        except BaseException as caught:  # reported to the caller below
+        except BaseException as caught:  # raised in the caller's thread below
             error = caught
         finally:
             time.finish(worker, error)
 
-    threads = [threading.Thread(target=work, args=(w,)) for w in range(n_workers)]
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(len(tasks))]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     if time.failed is not None:
         raise time.failed
-    members = [
-        Member(
-            name=str(w),
-            worker=str(w),
-            handle=None,
-            n_train=sum(p.X.shape[0] for p in partitions[w]),
-        )
-        for w in range(n_workers)
-    ]
-    outcome = combine("simulated", members, results, learner)
-    return SimulatedFit(
-        outcome=outcome,
-        seconds=barrier.completed[-1]["time"] if barrier.completed else 0.0,
-        epochs=barrier.completed,
-        decisions=barrier.decisions,
-    )
+    return results
 
 
 def state_spread(states: list[Any], averaged: Any) -> float:
