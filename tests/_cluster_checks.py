@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
+from distributed import Client, LocalCluster
 from distributed.utils_test import poll_for
+
+
+@contextlib.contextmanager
+def three_process_workers() -> Iterator[Client]:
+    """A LocalCluster of three worker processes, one thread each, and a client."""
+    with (
+        LocalCluster(
+            n_workers=3, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        yield client
 
 
 def assert_fit_left_nothing(client):

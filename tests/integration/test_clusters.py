@@ -17,19 +17,18 @@ from sklearn.linear_model import SGDClassifier
 from sklearn.model_selection import train_test_split
 
 from dask_asgd import ASGDClassifier, ASGDKMeans, ASGDRegressor
-from tests._cluster_checks import assert_fit_left_nothing, last_epoch_per_worker
+from tests._cluster_checks import (
+    assert_fit_left_nothing,
+    last_epoch_per_worker,
+    three_process_workers,
+)
 
 EXCHANGE_COLUMNS = ["messages_sent", "messages_received", "rows_accepted"]
 
 
 @pytest.fixture(scope="module")
 def three_workers():
-    with (
-        LocalCluster(
-            n_workers=3, threads_per_worker=1, processes=True, dashboard_address=":0"
-        ) as cluster,
-        Client(cluster, set_as_default=False) as client,
-    ):
+    with three_process_workers() as client:
         yield client
 
 

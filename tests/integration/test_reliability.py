@@ -11,14 +11,14 @@ import threading
 
 import dask
 import pytest
-from distributed import Client, LocalCluster
+from distributed import Client
 from distributed.utils import open_port
 from distributed.utils_test import poll_for, popen
 from sklearn.datasets import make_classification
 
 from dask_asgd import ASGDClassifier
 from dask_asgd._exceptions import FitAbortedError
-from tests._cluster_checks import assert_fit_left_nothing
+from tests._cluster_checks import assert_fit_left_nothing, three_process_workers
 
 #: Epochs of a fit long enough to lose a worker in the middle of it.
 # Averaged SGD: the final model of a fit varies far less with when a worker
@@ -33,17 +33,6 @@ def data():
     return make_classification(
         120_000, 20, n_informative=10, class_sep=2.0, random_state=0
     )
-
-
-@contextlib.contextmanager
-def three_process_workers():
-    with (
-        LocalCluster(
-            n_workers=3, threads_per_worker=1, processes=True, dashboard_address=":0"
-        ) as cluster,
-        Client(cluster, set_as_default=False) as client,
-    ):
-        yield client
 
 
 @pytest.fixture(scope="module")
