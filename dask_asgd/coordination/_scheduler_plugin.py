@@ -203,12 +203,6 @@ class ASGDSchedulerPlugin(SchedulerPlugin):
         if fit_id in self.fits:
             raise ValueError(f"fit {fit_id!r} is already registered")
         hosts = dict(members) if isinstance(members, dict) else {m: m for m in members}
-        workers = self.scheduler.workers if self.scheduler is not None else None
-        missing = [
-            w for w in hosts.values() if workers is not None and w not in workers
-        ]
-        if missing:
-            raise ValueError(f"fit {fit_id!r} names unknown workers {missing}")
         token = secrets.token_urlsafe(24)
         self.fits[fit_id] = FitState(
             fit_id=fit_id,
@@ -220,6 +214,12 @@ class ASGDSchedulerPlugin(SchedulerPlugin):
             first_epoch={m: 0 for m in hosts},
         )
         self._log(action="fit-start", fit_id=fit_id, members=sorted(hosts))
+        # A worker can leave between the placement of its rows and this
+        # registration: it departs now, as it would have a moment later.
+        known = self.scheduler.workers if self.scheduler is not None else None
+        if known is not None:
+            for worker in sorted(set(hosts.values()) - set(known)):
+                self._depart(self.fits[fit_id], worker)
         return token
 
     def fit_join(
@@ -482,30 +482,34 @@ class ASGDSchedulerPlugin(SchedulerPlugin):
     ) -> None:
         """A worker left: its members leave their fits, or abort them."""
         for fit in list(self.fits.values()):
-            gone = sorted(m for m, host in fit.members.items() if host == worker)
-            if not gone:
-                continue
-            logger.warning("Worker %s left during %s", worker, fit)
-            self._log(action="worker-lost", fit_id=fit.fit_id, worker=worker)
-            if not fit.replace_lost:
-                self._abort(fit, ABORT_WORKER_LOST, f"worker {worker} left", worker)
-                continue
-            for member in gone:
-                del fit.members[member]
-            fit.departures.append(
-                {
-                    "worker": worker,
-                    "members": gone,
-                    "epoch": len(fit.completed),
-                    "time": time.time(),
-                }
+            self._depart(fit, worker)
+
+    def _depart(self, fit: FitState, worker: str) -> None:
+        """The members of ``fit`` on ``worker`` leave it, or it is aborted."""
+        gone = sorted(m for m, host in fit.members.items() if host == worker)
+        if not gone:
+            return
+        logger.warning("Worker %s left during %s", worker, fit)
+        self._log(action="worker-lost", fit_id=fit.fit_id, worker=worker)
+        if not fit.replace_lost:
+            self._abort(fit, ABORT_WORKER_LOST, f"worker {worker} left", worker)
+            return
+        for member in gone:
+            del fit.members[member]
+        fit.departures.append(
+            {
+                "worker": worker,
+                "members": gone,
+                "epoch": len(fit.completed),
+                "time": time.time(),
+            }
+        )
+        if not fit.members:
+            self._abort(
+                fit, ABORT_WORKER_LOST, f"worker {worker} left, the last", worker
             )
-            if not fit.members:
-                self._abort(
-                    fit, ABORT_WORKER_LOST, f"worker {worker} left, the last", worker
-                )
-            else:
-                self._complete_ready(fit)
+        else:
+            self._complete_ready(fit)
 
     def _abort(
         self, fit: FitState, kind: str, reason: str, worker: str | None = None

@@ -13,6 +13,7 @@ Dask's, the tests give it fakes.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -87,6 +88,9 @@ class TaskRunner(Protocol):
 
     def gather(self, handles: list[Any]) -> list[WorkerResult]:
         """The tasks' results, in order; raises a task's error."""
+
+    def result(self, handle: Any, timeout: float) -> WorkerResult | None:
+        """A finished task's result, or None if it is not there in time."""
 
     def release(self, handles: list[Any]) -> None:
         """Cancel what still runs and forget the handles."""
@@ -177,8 +181,7 @@ def run_fit(
             task = dataclasses.replace(task, token=token)
             n_train = placement.n_train.get(address, 0)
             supervisor.submit(task, placement.partitions[address], address, n_train)
-        supervisor.supervise(poll_period)
-        results = runner.gather(supervisor.handles())
+        results = supervisor.supervise(poll_period)
     except BaseException as error:
         # Release the members still training (they leave at their next epoch
         # barrier) and wait for them, so that no task, topic or row of this
@@ -285,6 +288,8 @@ class DaskTaskRunner:
     def __init__(self, client: Any, train: Callable[..., WorkerResult]) -> None:
         self.client = client
         self.train = train
+        #: Result fetches under way, by task key (see :meth:`result`).
+        self._fetches: dict[Any, Any] = {}
 
     def submit(self, task: FitTask, partitions: Any, worker: str) -> Any:
         """Start ``task`` on ``worker`` only; return its future."""
@@ -328,6 +333,31 @@ class DaskTaskRunner:
     def gather(self, handles: list[Any]) -> list[WorkerResult]:
         """The results, in order."""
         return self.client.gather(handles)
+
+    def result(self, handle: Any, timeout: float) -> WorkerResult | None:
+        """The future's result, or None if it does not come within ``timeout``.
+
+        The result of a finished task lost with its worker is computed again
+        (and, pinned to that worker, never comes): the wait is bounded. A
+        fetch that did not finish in time is not cancelled but waited for
+        again at the next call: distributed's concurrent gathers share one
+        request, and cancelling one cancels the others' (other fits' too).
+        """
+        fetch = self._fetches.get(handle.key)
+        if fetch is None:
+            gather = self.client.gather([handle], asynchronous=True)
+            fetch = asyncio.run_coroutine_threadsafe(
+                gather, self.client.loop.asyncio_loop
+            )
+            self._fetches[handle.key] = fetch
+        try:
+            [result] = fetch.result(timeout=timeout)
+        except TimeoutError:
+            return None
+        finally:
+            if fetch.done():
+                del self._fetches[handle.key]
+        return result
 
     def release(self, handles: list[Any]) -> None:
         """Cancel and release every future."""

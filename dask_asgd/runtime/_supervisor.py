@@ -24,7 +24,7 @@ import numpy as np
 from .._exceptions import WorkerLostError
 from ._errors import abort_error
 from ._recovery import Replaced, Replacer
-from ._task import FitTask
+from ._task import FitTask, WorkerResult
 
 
 @dataclass
@@ -86,6 +86,9 @@ class FitSupervisor:
         self.members: dict[str, Member] = {}
         #: Handles of members lost with their workers.
         self.lost: list[Any] = []
+        #: Results of the members whose tasks ended, fetched as each ends: a
+        #: result is safe on the driver even if its worker leaves afterwards.
+        self.results: dict[str, WorkerResult] = {}
         #: Rows for ``history_``: ``{"worker", "epoch", "event", ...}``.
         self.events: list[dict[str, Any]] = []
         self._epochs_seen = 0
@@ -110,8 +113,13 @@ class FitSupervisor:
         ``except_on``."""
         return [m.handle for m in self.members.values() if m.worker != except_on]
 
-    def supervise(self, period: float) -> None:
-        """Look after the fit until every member's task ended.
+    def supervise(self, period: float) -> list[WorkerResult]:
+        """Look after the fit until every member's result is on the driver.
+
+        Returns
+        -------
+        list of WorkerResult
+            One per member of :attr:`members`, in order.
 
         Raises
         ------
@@ -119,7 +127,7 @@ class FitSupervisor:
             The error of a member's task that failed, or WorkerLostError.
         """
         while True:
-            self.runner.wait(self.handles(), timeout=period)
+            self.runner.wait([m.handle for m in self._pending()], timeout=period)
             self.look()
             if self._failed():
                 # The coordinator hears of a lost worker before the task's
@@ -128,14 +136,36 @@ class FitSupervisor:
                 failed = self._failed()
                 if failed:
                     self.runner.gather([failed[0].handle])
-            states = [self.runner.state(handle) for handle in self.handles()]
-            if all(state == "done" for state in states):
-                return
+            self._collect(period)
+            if not self._pending():
+                return [self.results[name] for name in self.members]
+
+    def _pending(self) -> list[Member]:
+        """Members whose result the driver does not hold yet."""
+        return [m for m in self.members.values() if m.name not in self.results]
 
     def _failed(self) -> list[Member]:
-        return [
-            m for m in self.members.values() if self.runner.state(m.handle) == "failed"
-        ]
+        return [m for m in self._pending() if self.runner.state(m.handle) == "failed"]
+
+    def _collect(self, period: float) -> None:
+        """Fetch the result of every member whose task has ended.
+
+        A worker that leaves between the end of its task and this fetch
+        takes its result with it: the fetch then waits in vain or fails, and
+        the coordinator's departure, seen at the next look, drops the member.
+        """
+        for member in self._pending():
+            if self.runner.state(member.handle) != "done":
+                continue
+            try:
+                result = self.runner.result(member.handle, timeout=period)
+            except Exception:
+                self.look()
+                if member.name in self.members:
+                    raise
+                continue
+            if result is not None:
+                self.results[member.name] = result
 
     def look(self) -> None:
         """Report new epochs; replace the members of workers that left.
@@ -161,17 +191,25 @@ class FitSupervisor:
         """Build a departed worker's rows again and start tasks on them."""
         started = time.perf_counter()
         worker = departure["worker"]
-        gone = [self.members.pop(n) for n in departure["members"] if n in self.members]
+        # A member whose result the driver holds has nothing left to lose.
+        gone = [
+            self.members.pop(n)
+            for n in departure["members"]
+            if n in self.members and n not in self.results
+        ]
+        if not gone:
+            return
         self.lost.extend(member.handle for member in gone)
         self.runner.release([member.handle for member in gone])
         n_lost = sum(member.n_train for member in gone)
         self._event(worker, departure["epoch"], "worker-lost", samples=n_lost)
         if not self.members:
             raise WorkerLostError(self.fit_id, worker, "no worker is left to train on")
-        if self.replacer is None or not gone:
+        if self.replacer is None:
             return
-        if all(self.runner.state(h) == "done" for h in self.handles()):
-            # Every survivor has finished: the fit is over, nothing to train.
+        if all(self.runner.state(m.handle) == "done" for m in self.members.values()):
+            # Every survivor has finished: the fit is over, nothing to train;
+            # the lost members' models are left out of the average.
             return
         survivors = sorted({member.worker for member in self.members.values()})
         replaced = self.replacer.replace(worker, [m.name for m in gone], survivors)

@@ -141,6 +141,95 @@ def test_killed_worker_the_fit_goes_on_with_the_survivors(doomed_three_processes
     assert_fit_left_nothing(client)
 
 
+#: Epochs of a fit whose worker is killed at a moment the test chooses.
+SHORT = dict(max_iter=20, tol=None, random_state=0, average=True)
+
+
+def kill_at(monkeypatch, client, module, name, victim_of=None):
+    """SIGKILL a worker of ``client`` when the fit first calls ``module.name``.
+
+    The call goes on after the kill (and after Dask noticed it), so the fit
+    meets a worker that is gone at exactly that point. ``victim_of`` picks
+    the worker from the call's arguments; by default the first one.
+    """
+    original = getattr(module, name)
+    killed: list[str] = []
+
+    def killing_first(*args, **kwargs):
+        if not killed:
+            workers = sorted(client.scheduler_info()["workers"])
+            victim = victim_of(*args, **kwargs) if victim_of is not None else workers[0]
+            killed.append(victim)
+            os.kill(worker_pid(client, victim), signal.SIGKILL)
+            poll_for(lambda: victim not in client.scheduler_info()["workers"], 30)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, killing_first)
+    return killed
+
+
+def trained_on(model):
+    rows = model.history_[model.history_["event"].isna()]
+    return set(rows["worker"])
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    "moment", ["before-placement", "before-training", "after-training"]
+)
+def test_a_worker_killed_at_any_moment_of_a_fit(
+    doomed_three_processes, data, monkeypatch, moment
+):
+    """Mid-fit kills are the test above; these are the moments around it."""
+    from dask_asgd.runtime import _driver, _placement
+
+    X, y = data
+    client = doomed_three_processes
+    with client.as_current():
+        reference = ASGDClassifier(**SHORT).fit(X, y)
+    if moment == "before-placement":
+        # The fit chose its workers; one dies before its rows are written.
+        killed = kill_at(
+            monkeypatch, client, _placement._InMemoryArrays, "write_segments"
+        )
+    elif moment == "before-training":
+        # Rows placed everywhere; one worker dies before any task starts.
+        killed = kill_at(monkeypatch, client, _driver, "worker_tasks")
+    else:
+        # A training task ended; its worker dies before the driver has its
+        # result.
+        killed = kill_at(
+            monkeypatch,
+            client,
+            _driver.DaskTaskRunner,
+            "result",
+            victim_of=lambda runner, handle, **_: str(handle.key).split("-train-")[1],
+        )
+    model = ASGDClassifier(**SHORT)
+    with client.as_current():
+        model.fit(X, y)
+    [victim] = killed
+    events = model.history_[model.history_["event"].notna()]
+    assert list(events.loc[events["event"] == "worker-lost", "worker"]) == [victim]
+    survivors = set(reference.history_["worker"]) - {victim}
+    assert trained_on(model) == survivors
+    if moment == "after-training":
+        # Its model is lost with it; the average is the survivors'.
+        assert "rows-replaced" not in set(events["event"])
+    else:
+        # Its rows were trained on by the survivors, from the first epoch not
+        # complete when the driver saw the loss, to the end.
+        replaced = events[events["event"] == "rows-replaced"]
+        assert set(replaced["replaces"]) == {victim}
+        assert replaced["epoch"].max() < SHORT["max_iter"] - 1
+        assert model.history_.groupby("replaces")["epoch"].max()[victim] == (
+            SHORT["max_iter"] - 1
+        )
+    assert model.n_iter_ == SHORT["max_iter"]
+    assert abs(model.score(X, y) - reference.score(X, y)) <= 0.01
+    assert_fit_left_nothing(client)
+
+
 @pytest.mark.timeout(180)
 def test_another_client_cannot_end_or_spoil_a_fit(three_processes, data):
     X, y = data
