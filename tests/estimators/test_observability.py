@@ -50,25 +50,62 @@ def test_verbose_logs_every_epoch_while_fitting(data):
 
 def test_history_and_events(data):
     X, y = data
-    with (
-        LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        model = ASGDClassifier(max_iter=3, tol=None, random_state=0).fit(X, y)
-        events = [event for _, event in client.get_events("asgd")]
+    scheduler_log = logging.getLogger("distributed.scheduler")
+    collect, level = _Collect(), scheduler_log.level
+    scheduler_log.addHandler(collect)
+    scheduler_log.setLevel(logging.INFO)
+    try:
+        with (
+            LocalCluster(
+                n_workers=2,
+                threads_per_worker=1,
+                processes=False,
+                dashboard_address=":0",
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            model = ASGDClassifier(max_iter=3, tol=None, random_state=0).fit(X, y)
+            events = [event for _, event in client.get_events("asgd")]
+            prefixes = client.run_on_scheduler(
+                lambda dask_scheduler: sorted(dask_scheduler.task_prefixes)
+            )
+    finally:
+        scheduler_log.removeHandler(collect)
+        scheduler_log.setLevel(level)
     history = model.history_
     assert sorted(history["epoch"].unique()) == [0, 1, 2]
     assert history["worker"].nunique() == 2
-    for column in ("loss", "local_loss", "seconds", "messages_sent", "rows_accepted"):
+    for column in (
+        "loss",
+        "local_loss",
+        "seconds",
+        "barrier_wait",
+        "elapsed",
+        "messages_sent",
+        "rows_accepted",
+    ):
         assert column in history
+    assert (history["barrier_wait"] >= 0).all()
+    for _, rows in history.groupby("worker"):
+        assert rows["elapsed"].is_monotonic_increasing
     control = model.communication_history_
     assert set(control["worker"]) == set(history["worker"])
     assert {"time", "send_interval", "message_size", "reason"} <= set(control)
     actions = [event["action"] for event in events]
     assert actions[0] == "fit-start" and actions[-1] == "fit-end"
-    assert actions.count("epoch") == 3
+    assert {event["fit_id"] for event in events} == {model.fit_id_}
+    assert set(history["fit_id"]) == {model.fit_id_}
+    epochs = [event for event in events if event["action"] == "epoch"]
+    assert [event["epoch"] for event in epochs] == [0, 1, 2]
+    # The events carry means: the loss per sample that history_ records.
+    per_epoch = history.groupby("epoch")["loss"].first()
+    assert [e["loss"] for e in epochs] == pytest.approx(list(per_epoch))
+    assert all(e["samples"] == len(y) for e in epochs)
+    # Readable task names, grouped by Dask under one prefix per estimator.
+    assert model.fit_id_.startswith("ASGDClassifier-")
+    assert "ASGDClassifier-train" in prefixes
+    # A fit that succeeded cancels nothing.
+    assert not [m for m in collect.messages if "cancels key" in m]
 
 
 def test_plot_history(data):
@@ -117,3 +154,69 @@ def test_verbose_prints_every_epoch_on_stdout_as_scikit_learn_does(data, capsys)
     assert [line.split(":")[0] for line in printed] == [
         f"-- Epoch {e}" for e in range(1, 4)
     ]
+
+
+def _open_bars() -> int:
+    from tqdm import tqdm
+
+    return len(getattr(tqdm, "_instances", ()))
+
+
+def test_verbose_shows_a_progress_bar_with_the_loss_and_message_rate(data, capsys):
+    X, y = data
+    model = ASGDClassifier(verbose=1, max_iter=3, tol=None, random_state=0)
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster),
+    ):
+        model.fit(X, y)
+    captured = capsys.readouterr()
+    # The bar (tqdm writes it on stderr), left complete, with the epoch, the
+    # mean loss of the last epoch and the messages per second.
+    final = captured.err.replace("\r", "\n").splitlines()[-1]
+    assert final.startswith("ASGDClassifier: 100%")
+    assert "3/3" in final
+    last_loss = model.history_.groupby("epoch")["loss"].first().iloc[-1]
+    assert f"loss={last_loss:.4g}" in final
+    assert "msg/s=" in final
+    # ... and the epoch lines on stdout, as without the bar.
+    lines = [line for line in captured.out.splitlines() if "-- Epoch" in line]
+    assert len(lines) == 3
+    assert _open_bars() == 0
+
+
+def test_the_bar_can_be_switched_off_and_a_single_pass_has_none(
+    data, capsys, monkeypatch
+):
+    X, y = data
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    ASGDClassifier(verbose=1, max_iter=2, tol=None, random_state=0).fit(X, y)
+    captured = capsys.readouterr()
+    assert "ASGDClassifier" not in captured.err
+    assert len([ln for ln in captured.out.splitlines() if "-- Epoch" in ln]) == 2
+    monkeypatch.delenv("TQDM_DISABLE")
+    ASGDClassifier(verbose=1, random_state=0).partial_fit(X, y, classes=[0, 1])
+    assert "ASGDClassifier" not in capsys.readouterr().err
+
+
+def test_the_bar_closes_when_the_fit_is_interrupted(data, capsys, monkeypatch):
+    from dask_asgd.estimators._progress import EpochProgress
+
+    report = EpochProgress.__call__
+
+    def interrupted(self, epoch):
+        report(self, epoch)
+        if epoch["epoch"] == 1:
+            raise KeyboardInterrupt  # as Ctrl-C in the driver would
+
+    monkeypatch.setattr(EpochProgress, "__call__", interrupted)
+    X, y = data
+    model = ASGDClassifier(verbose=1, max_iter=50, tol=None, random_state=0)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X, y)
+    assert _open_bars() == 0
+    assert not hasattr(model, "history_")
+    final = capsys.readouterr().err.replace("\r", "\n").splitlines()[-1]
+    assert final.startswith("ASGDClassifier:") and "/50" in final
