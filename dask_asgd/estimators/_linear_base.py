@@ -8,7 +8,6 @@ cluster. Follows scikit-learn's ``BaseSGD``.
 
 from __future__ import annotations
 
-import warnings
 from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -31,6 +30,7 @@ from ..learners import LinearLearner
 from ..learners import LinearState as ModelState
 from ._base import COMMUNICATION_PARAMETERS_DOC, BaseASGD
 from ._input import Holdout, TargetKind, TrainingData
+from ._warnings import warn_at_caller
 
 if TYPE_CHECKING:
     from .. import _config
@@ -260,19 +260,17 @@ class BaseSGDLinear(SparseCoefMixin, BaseASGD):
         if partial:
             return
         if self.tol is not None and self.n_iter_ == self.max_iter:
-            warnings.warn(
+            warn_at_caller(
                 "Maximum number of iteration reached before convergence. Consider "
                 "increasing max_iter to improve the fit.",
                 ConvergenceWarning,
-                stacklevel=6,
             )
         if self.power_t < 0:
-            warnings.warn(
+            warn_at_caller(
                 "Negative values for `power_t` are deprecated in version 1.8 and "
                 "will raise an error in 1.10. Use values in the range [0.0, inf) "
                 "instead.",
                 FutureWarning,
-                stacklevel=6,
             )
 
     def _publish_coefficients(self) -> None:
