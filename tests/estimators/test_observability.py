@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import matplotlib
+import numpy as np
 import pytest
 from distributed import Client, LocalCluster
 from sklearn.datasets import make_classification
@@ -108,15 +109,73 @@ def test_history_and_events(data):
     assert not [m for m in collect.messages if "cancels key" in m]
 
 
-def test_plot_history(data):
+@pytest.fixture(scope="module")
+def fitted(data):
     X, y = data
-    model = ASGDClassifier(max_iter=3, tol=None, random_state=0).fit(X, y)
-    loss_axes, control_axes = plot_history(model)
-    assert len(loss_axes.lines) == 1
-    assert list(loss_axes.lines[0].get_xdata()) == [1, 2, 3]
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=False, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster),
+    ):
+        return ASGDClassifier(
+            max_iter=7, tol=None, random_state=0, communication="fixed"
+        ).fit(X, y)
+
+
+def test_plot_history_draws_the_loss_per_epoch_and_over_time(fitted):
+    epoch_axes, time_axes, _ = plot_history(fitted)
+    history = fitted.history_
+    losses = history.groupby("epoch")["loss"].first().to_numpy()
+    [line] = epoch_axes.lines
+    assert list(line.get_xdata()) == list(range(1, 8))
+    np.testing.assert_allclose(line.get_ydata(), losses)
+    epoch_axes.figure.canvas.draw()
+    ticks = [t for t in epoch_axes.get_xticks() if 1 <= t <= 7]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    assert epoch_axes.get_ylabel() == "mean training loss (hinge), all workers"
+    [over_time] = time_axes.lines
+    np.testing.assert_allclose(
+        over_time.get_xdata(), history.groupby("epoch")["elapsed"].max()
+    )
+    np.testing.assert_allclose(over_time.get_ydata(), losses)
+    assert time_axes.get_xlabel() == "seconds since the fit started"
+
+
+def test_the_communication_panel_runs_to_the_end_of_each_workers_training(fitted):
+    _, _, control_axes = plot_history(fitted)
+    ends = fitted.history_.groupby("worker")["elapsed"].max()
     assert len(control_axes.lines) == 2  # one send-interval line per worker
-    off = ASGDClassifier(max_iter=2, tol=None, communication="off").fit(X, y)
-    _, empty = plot_history(off)
+    for line in control_axes.lines:
+        assert line.get_xdata()[-1] == pytest.approx(ends[line.get_label()])
+    figure = control_axes.figure
+    figure.canvas.draw()
+    legend = control_axes.get_legend()
+    box = legend.get_window_extent()
+    # The legend lies outside every panel: it covers no line.
+    for axes in figure.axes:
+        assert not box.overlaps(axes.get_window_extent())
+    assert {t.get_text() for t in legend.get_texts()} == set(ends.index)
+
+
+def test_plot_history_names_the_kmeans_loss_inertia(data):
+    from dask_asgd import ASGDKMeans
+
+    model = ASGDKMeans(3, max_iter=3, tol=0.0, random_state=0).fit(data[0])
+    epoch_axes, time_axes, _ = plot_history(model)
+    assert epoch_axes.get_ylabel().startswith("inertia")
+    assert time_axes.get_ylabel().startswith("inertia")
+    assert "training loss" not in epoch_axes.get_ylabel()
+
+
+def test_plot_history_runs_over_partial_fit_calls_and_without_exchange(data):
+    X, y = data
+    model = ASGDClassifier(random_state=0, communication="off")
+    for _ in range(3):
+        model.partial_fit(X, y, classes=[0, 1])
+    epoch_axes, time_axes, empty = plot_history(model)
+    assert list(epoch_axes.lines[0].get_xdata()) == [1, 2, 3]
+    assert np.all(np.diff(time_axes.lines[0].get_xdata()) > 0)
     assert not empty.axison
 
 
