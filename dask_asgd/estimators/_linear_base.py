@@ -64,8 +64,12 @@ LINEAR_PARAMETERS_DOC = (
         Assign rows to workers at random and visit them in a new random order
         each epoch (random order of blocks of consecutive rows).
     verbose : int, default=0
-        Print one line per epoch on stdout (the mean loss over all workers),
-        as scikit-learn does, while the fit runs; also logged at INFO level.
+        With ``verbose >= 1``, print one line per epoch on stdout (the mean
+        loss over all workers), as scikit-learn does, while the fit runs
+        (also logged at INFO level), and for a fit of more than one epoch
+        show a live progress bar (``tqdm``; a widget in Jupyter) with the
+        epoch, the mean loss and the messages per second between workers.
+        ``TQDM_DISABLE=1`` in the environment hides the bar.
     epsilon : float, default=0.1
         Epsilon of the ``huber`` and epsilon-insensitive losses.
     random_state : int, RandomState instance or None, default=None
