@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from types import TracebackType
 from typing import Any
 
@@ -48,7 +49,7 @@ class EpochProgress:
 
     def __enter__(self) -> EpochProgress:
         if self.show_bar:
-            from tqdm.auto import tqdm
+            tqdm = _auto_tqdm()
 
             # tqdm reads TQDM_DISABLE once, when it is imported; a user who
             # sets it later in the session expects it to hold too.
@@ -100,3 +101,18 @@ class EpochProgress:
         seconds = epoch["elapsed"] - last[1]
         # A lost worker takes its count with it: never a negative rate.
         return max(sent - last[0], 0.0) / seconds if seconds > 0 else None
+
+
+def _auto_tqdm() -> Any:
+    """``tqdm.auto``'s bar class: the widget in Jupyter, text elsewhere.
+
+    Without ipywidgets, ``tqdm.auto`` falls back to the text bar (which a
+    notebook shows well) with a warning on import; the user guide says how
+    to get the widget, so the warning would be noise on a user's first fit.
+    """
+    from tqdm import TqdmWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TqdmWarning)
+        from tqdm.auto import tqdm
+    return tqdm
