@@ -370,3 +370,11 @@ def task_key(fit_id: str, member: str) -> str:
     """
     label, _, digits = fit_id.rpartition("-")
     return f"{label or fit_id}-train-{digits}-{member}"
+
+
+def parse_task_key(key: str) -> tuple[str, str]:
+    """The fit and the member of a training task's key: the inverse of
+    :func:`task_key`."""
+    label, _, rest = key.partition("-train-")
+    digits, _, member = rest.partition("-")
+    return f"{label}-{digits}", member

@@ -11,7 +11,7 @@ from dask_asgd import _config
 from dask_asgd._exceptions import FitAbortedError, WorkerLostError
 from dask_asgd.learners import LinearState, Partition
 from dask_asgd.runtime import WorkerResult, policy_limits, run_fit
-from dask_asgd.runtime._driver import combine, task_key
+from dask_asgd.runtime._driver import combine, parse_task_key, task_key
 from dask_asgd.runtime._supervisor import Member
 
 from ._fakes import FakePlacement, ListReplacer, ThreadedCluster, task_for
@@ -105,6 +105,8 @@ def test_task_keys_name_the_estimator_and_group_on_the_dashboard():
     key = task_key("ASGDClassifier-3f2a9c1b7d4e", "tcp://127.0.0.1:4321")
     assert key == "ASGDClassifier-train-3f2a9c1b7d4e-tcp://127.0.0.1:4321"
     assert key_split(key) == "ASGDClassifier-train"
+    fit_id, member = parse_task_key(key)
+    assert (fit_id, member) == ("ASGDClassifier-3f2a9c1b7d4e", "tcp://127.0.0.1:4321")
 
 
 def test_workers_get_their_share_of_the_schedule_and_own_seeds(placement_rows):
