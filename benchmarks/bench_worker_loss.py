@@ -30,6 +30,7 @@ from distributed.utils_test import poll_for
 from sklearn.datasets import make_classification
 
 from dask_asgd import ASGDClassifier
+from dask_asgd.runtime._driver import parse_task_key
 
 
 def epochs_done(client, fit_id):
@@ -45,7 +46,7 @@ def running_fit(client):
             str(k) for k in dask_scheduler.tasks if "-train-" in str(k)
         ]
     )
-    return keys[0].split("-train-")[0] if len(keys) == 3 else None
+    return parse_task_key(keys[0])[0] if len(keys) == 3 else None
 
 
 def faulted_fit(client, model, X, y, kill_after):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import dask.config
+import numpy as np
 import yaml
 from dask.utils import parse_bytes, parse_timedelta
 
@@ -35,6 +36,50 @@ def _get(key: str) -> Any:
     return dask.config.get(f"asgd.{key}", default=packaged)
 
 
+def _integer(key: str, minimum: int | None = None) -> int:
+    """The integer setting ``asgd.<key>``; a ValueError naming it if it is not
+    one (``"8192"`` from an environment variable is one, ``"8k"`` is not)."""
+    value = _get(key)
+    number: int | None = None
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        number = int(value)
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str):
+        try:
+            number = int(value.strip())
+        except ValueError:
+            number = None
+    if number is None or (minimum is not None and number < minimum):
+        at_least = "" if minimum is None else f" >= {minimum}"
+        raise ValueError(f"asgd.{key} must be an integer{at_least}, got {value!r}")
+    return number
+
+
+def _number(key: str) -> float:
+    """The real-number setting ``asgd.<key>``; a ValueError naming it if it
+    is not one."""
+    value = _get(key)
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"asgd.{key} must be a number, got {value!r}") from None
+
+
+def _flag(key: str) -> bool:
+    """The boolean setting ``asgd.<key>``: true or false, nothing else
+    (``bool("no")`` would be True)."""
+    value = _get(key)
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    # An environment variable arrives as text: DASK_ASGD__...=false.
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ValueError(f"asgd.{key} must be true or false, got {value!r}")
+
+
 def parse_seconds(value: Any, name: str) -> float | None:
     """A duration (``"2s"``, ``0.5``) in seconds; None stays None.
 
@@ -51,7 +96,10 @@ def parse_seconds(value: Any, name: str) -> float | None:
     """
     if value is None:
         return None
-    seconds = parse_timedelta(value, default="seconds")
+    try:
+        seconds = parse_timedelta(value, default="seconds")
+    except (TypeError, ValueError, KeyError):
+        seconds = None
     if seconds is None or seconds < 0:
         raise ValueError(f"{name} must be a non-negative duration, got {value!r}")
     return float(seconds)
@@ -73,7 +121,10 @@ def parse_rate(value: Any, name: str) -> float | None:
     """
     if value is None:
         return None
-    rate = float(parse_bytes(value)) if isinstance(value, str) else float(value)
+    try:
+        rate = float(parse_bytes(value)) if isinstance(value, str) else float(value)
+    except (TypeError, ValueError):
+        rate = float("nan")
     if not rate > 0:
         raise ValueError(f"{name} must be a positive number of bytes/s, got {value!r}")
     return rate
@@ -153,18 +204,23 @@ def load() -> Config:
     Raises
     ------
     ValueError
-        If a duration or rate does not parse.
+        If a setting is not of its type (an integer, a number, true or
+        false) or a duration or rate does not parse; the message names the
+        key.
     """
-    n_workers = _get("embedded.n-workers")
     return Config(
         embedded=EmbeddedConfig(
-            n_workers=None if n_workers is None else int(n_workers),
-            threads_per_worker=int(_get("embedded.threads-per-worker")),
-            processes=bool(_get("embedded.processes")),
+            n_workers=(
+                None
+                if _get("embedded.n-workers") is None
+                else _integer("embedded.n-workers", 1)
+            ),
+            threads_per_worker=_integer("embedded.threads-per-worker"),
+            processes=_flag("embedded.processes"),
         ),
         exchange=ExchangeConfig(
-            mailbox_slots=int(_get("exchange.mailbox-slots")),
-            max_in_flight=int(_get("exchange.max-in-flight")),
+            mailbox_slots=_integer("exchange.mailbox-slots"),
+            max_in_flight=_integer("exchange.max-in-flight"),
             send_timeout=parse_seconds(
                 _get("exchange.send-timeout"), "asgd.exchange.send-timeout"
             ),
@@ -181,7 +237,7 @@ def load() -> Config:
             or 0.0,
         ),
         training=TrainingConfig(
-            chunk_samples=int(_get("training.chunk-samples")),
+            chunk_samples=_integer("training.chunk-samples"),
             epoch_timeout=float(
                 parse_seconds(
                     _get("training.epoch-timeout"), "asgd.training.epoch-timeout"
@@ -193,8 +249,8 @@ def load() -> Config:
             ),
         ),
         recovery=RecoveryConfig(
-            replace_lost_workers=bool(_get("recovery.replace-lost-workers")),
-            require_all_rows=bool(_get("recovery.require-all-rows")),
+            replace_lost_workers=_flag("recovery.replace-lost-workers"),
+            require_all_rows=_flag("recovery.require-all-rows"),
         ),
         balancing=BalancingConfig(
             report_period=float(
@@ -203,10 +259,10 @@ def load() -> Config:
                 )
                 or 0.0
             ),
-            min_send_interval=int(_get("balancing.min-send-interval")),
-            max_send_interval=int(_get("balancing.max-send-interval")),
-            min_message_size=float(_get("balancing.min-message-size")),
-            cpu_budget=float(_get("balancing.cpu-budget")),
+            min_send_interval=_integer("balancing.min-send-interval"),
+            max_send_interval=_integer("balancing.max-send-interval"),
+            min_message_size=_number("balancing.min-message-size"),
+            cpu_budget=_number("balancing.cpu-budget"),
             max_send_time=float(
                 parse_seconds(
                     _get("balancing.max-send-time"), "asgd.balancing.max-send-time"

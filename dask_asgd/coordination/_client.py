@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..balancing import PolicyLimits, Settings, WorkerSignals
+from ._scheduler_plugin import EVENT_TOPIC
 
 if TYPE_CHECKING:
     from distributed import Client, Worker
@@ -267,3 +268,8 @@ class FitRegistry:
             since=since,
         )
         return Progress(answer["epochs"], answer["departures"], answer["abort"])
+
+    def log_event(self, event: dict[str, Any]) -> None:
+        """Publish ``event`` on the ``"asgd"`` topic of the cluster's events
+        (``client.get_events("asgd")``, ``client.subscribe_topic``)."""
+        self.client.log_event(EVENT_TOPIC, event)

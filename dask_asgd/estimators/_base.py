@@ -3,7 +3,7 @@
 The exchange parameters, their documentation and constraints, where a fit
 trains (``n_workers``, ``min_rows_per_worker``), transactional fits that read
 the ``asgd.*`` settings once, the driver's random generator, the fitted
-attributes every fit records, and the verbose log of epochs. Follows
+attributes every fit records, and what a verbose fit shows. Follows
 scikit-learn's conventions: ``__init__`` only stores its arguments, parameters
 are declared in ``_parameter_constraints`` and checked by ``_fit_context``,
 data is checked by ``validate_data`` (see :mod:`._input`).
@@ -11,7 +11,6 @@ data is checked by ``validate_data`` (see :mod:`._input`).
 
 from __future__ import annotations
 
-import logging
 from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -23,12 +22,12 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from .. import _config
 from ..runtime import ExchangeOptions, fit_on_cluster
+from ._progress import EpochProgress
 
 if TYPE_CHECKING:
     from ..learners import Learner
     from ..runtime import DaskRows, FitOutcome, InMemoryRows
 
-logger = logging.getLogger(__name__)
 
 #: numpydoc of the parameters every ASGD estimator shares: where it trains and
 #: how its workers exchange states.
@@ -144,28 +143,43 @@ class BaseASGD(BaseEstimator):
         """Train ``learner`` on ``rows``: the one call into the runtime.
 
         Uses the estimator's ``n_workers``, ``min_rows_per_worker``,
-        ``shuffle`` and exchange parameters, and logs every epoch when the
-        estimator is ``verbose``. A learner that visits the rows in its own
-        order gets them unshuffled.
+        ``shuffle`` and exchange parameters, and shows every epoch when the
+        estimator is ``verbose`` (see :mod:`._progress`). A learner that
+        visits the rows in its own order gets them unshuffled.
         """
-        return fit_on_cluster(
-            rows,
-            learner,
-            max_iter=int(max_iter),
-            shuffle=bool(self.shuffle) and not getattr(learner, "orders_rows", False),
-            # One epoch (partial_fit) has no stopping decision to agree on.
-            synchronise=max_iter > 1,
-            exchange=ExchangeOptions(
-                communication=self.communication,
-                send_interval=int(self.send_interval),
-                message_size=float(self.message_size),
-                parzen_window=bool(self.parzen_window),
-            ),
-            n_workers=self.n_workers,
-            min_rows_per_worker=int(self.min_rows_per_worker),
-            rng=rng,
-            config=config,
-            progress=self._log_epoch if self.verbose else None,
+        with self._progress(max_iter) as progress:
+            return fit_on_cluster(
+                rows,
+                learner,
+                max_iter=int(max_iter),
+                shuffle=bool(self.shuffle)
+                and not getattr(learner, "orders_rows", False),
+                # One epoch (partial_fit) has no stopping decision to agree on.
+                synchronise=max_iter > 1,
+                exchange=ExchangeOptions(
+                    communication=self.communication,
+                    send_interval=int(self.send_interval),
+                    message_size=float(self.message_size),
+                    parzen_window=bool(self.parzen_window),
+                ),
+                n_workers=self.n_workers,
+                min_rows_per_worker=int(self.min_rows_per_worker),
+                rng=rng,
+                config=config,
+                progress=progress if self.verbose else None,
+                label=type(self).__name__,
+                epoch_means=self._epoch_means,
+            )
+
+    def _progress(self, max_iter: int) -> EpochProgress:
+        """What the fit shows while it runs: with ``verbose``, a line per
+        epoch, and a progress bar for a fit of more than one epoch."""
+        return EpochProgress(
+            type(self).__name__,
+            int(max_iter),
+            self._epoch_loss_name,
+            self._epoch_rows_name,
+            bar=bool(self.verbose) and max_iter > 1,
         )
 
     def _store_outcome(self, outcome: FitOutcome, partial: bool = False) -> None:
@@ -176,7 +190,9 @@ class BaseASGD(BaseEstimator):
         that a loss curve streamed over many calls stays whole.
         """
         self.n_iter_ = outcome.n_iter
-        history, control = outcome.history, outcome.control
+        self.fit_id_ = outcome.fit_id
+        history = outcome.history.assign(fit_id=outcome.fit_id)
+        control = outcome.control
         previous = getattr(self, "history_", None) if partial else None
         call = 0
         if previous is not None and "call" in previous:
@@ -194,21 +210,9 @@ class BaseASGD(BaseEstimator):
     def _epoch_mean_loss(self, totals: dict[str, float]) -> float:
         return totals["loss"] / max(totals["n_train"], 1.0)
 
-    def _log_epoch(self, summary: dict[str, Any]) -> None:
-        """Report one finished epoch (called on the driver when ``verbose``).
-
-        As scikit-learn's SGD estimators do, the line goes to stdout, so a
-        notebook shows it without any logging set-up; it is also logged at
-        INFO level for applications that collect logs.
-        """
-        totals = summary["totals"]
-        line = (
-            f"-- Epoch {summary['epoch'] + 1}: {self._epoch_loss_name} "
-            f"{self._epoch_mean_loss(totals):.6f} over {int(totals['n_train'])} "
-            f"{self._epoch_rows_name}"
-        )
-        print(line, flush=True)
-        logger.info(line)
+    def _epoch_means(self, totals: dict[str, float]) -> dict[str, float]:
+        """An epoch's means from its sums over workers: its event's numbers."""
+        return {"loss": self._epoch_mean_loss(totals)}
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -25,11 +25,59 @@ def _as_dask_array(data: Any, row_chunks: tuple[int, ...] | None) -> Any:
     import dask.dataframe as dd
 
     if isinstance(data, (dd.DataFrame, dd.Series)):
-        return data.to_dask_array(lengths=True)
+        return with_numpy_dtypes(data).to_dask_array(lengths=True)
     if isinstance(data, da.Array):
         return data
     array = np.asarray(data)
     return da.from_array(array, chunks=(row_chunks, *array.shape[1:]))
+
+
+def with_numpy_dtypes(data: Any) -> Any:
+    """A Dask DataFrame or Series with NumPy dtypes instead of pandas' own.
+
+    Dask turns pandas extension dtypes (``string``, ``category``,
+    ``Int64``...) into arrays through ``object``, with a UserWarning on every
+    call. The conversion is done here, lazily and on purpose: numeric ones
+    to their NumPy dtype (``Float64`` with missing values becomes ``float64``
+    with NaN, which validation then refuses), the others (labels) to
+    ``object``.
+    """
+    import pandas as pd
+
+    def numpy_dtype(dtype: Any) -> Any:
+        if not isinstance(dtype, pd.api.extensions.ExtensionDtype):
+            return dtype
+        if pd.api.types.is_float_dtype(dtype):
+            return np.float64
+        if pd.api.types.is_numeric_dtype(dtype) and hasattr(dtype, "numpy_dtype"):
+            return dtype.numpy_dtype
+        return object
+
+    dtypes = data._meta.dtypes if data.ndim == 2 else {None: data._meta.dtype}
+    wanted = {name: numpy_dtype(dtype) for name, dtype in dict(dtypes).items()}
+    if all(wanted[name] is dtype for name, dtype in dict(dtypes).items()):
+        return data
+    return data.astype(wanted if data.ndim == 2 else wanted[None])
+
+
+def check_numeric_columns(estimator: Any, X: Any) -> None:
+    """Refuse a Dask DataFrame with a non-numeric column, on the driver.
+
+    The DataFrame's meta says it before any task runs; converting the
+    column on the workers would fail there, once per partition.
+    """
+    import pandas as pd
+
+    for name, dtype in X._meta.dtypes.items():
+        if not (
+            pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)
+        ):
+            raise ValueError(
+                f"Column {name!r} of the Dask DataFrame has dtype {dtype}, which "
+                f"is not numeric: {type(estimator).__name__} takes numeric "
+                "features only. Encode it first (one-hot columns, for example) "
+                "or drop it."
+            )
 
 
 def validate_dask_data(
@@ -56,10 +104,13 @@ def validate_dask_data(
     """
     import dask.dataframe as dd
 
-    # A Dask DataFrame's empty pandas "meta" carries its column names.
+    # A Dask DataFrame's empty pandas "meta" carries its column names and
+    # dtypes.
     _check_feature_names(
         estimator, X._meta if isinstance(X, dd.DataFrame) else X, reset=reset
     )
+    if isinstance(X, dd.DataFrame):
+        check_numeric_columns(estimator, X)
     X = _as_dask_array(X, None)
     if X.ndim != 2:
         raise ValueError(

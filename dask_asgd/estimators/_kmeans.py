@@ -71,8 +71,12 @@ class ASGDKMeans(
     batch_size : int, default=1024
         Rows per minibatch of each worker.
     verbose : int, default=0
-        Print one line per epoch on stdout (the mean loss over all workers),
-        as scikit-learn does, while the fit runs; also logged at INFO level.
+        With ``verbose >= 1``, print one line per epoch on stdout (the mean
+        loss over all workers), as scikit-learn does, while the fit runs
+        (also logged at INFO level), and for a fit of more than one epoch
+        show a live progress bar (``tqdm``; a widget in Jupyter) with the
+        epoch, the mean loss and the messages per second between workers.
+        ``TQDM_DISABLE=1`` in the environment hides the bar.
     compute_labels : bool, default=True
         Compute ``labels_`` and ``inertia_`` on the training rows (of the
         last ``partial_fit``) with the final centers (one more pass over the
@@ -122,6 +126,10 @@ class ASGDKMeans(
         scikit-learn approximates it from its minibatches).
     n_iter_ : int
         Number of epochs run.
+    fit_id_ : str
+        Identifier of the last fit (``"<estimator>-<12 hex digits>"``): the
+        ``fit_id`` of its events on the ``"asgd"`` topic, the start of its
+        tasks' keys, and the ``fit_id`` column of its rows in ``history_``.
     n_steps_ : int
         Number of minibatches processed, summed over the workers.
     counts_ : ndarray of shape (n_clusters,)
@@ -134,10 +142,11 @@ class ASGDKMeans(
     history_ : pandas.DataFrame
         One row per worker and epoch: the worker's mean squared distance
         (``local_loss``), the mean over all workers (``loss``), rows,
-        minibatches (``steps``), seconds, and with communication the send
-        interval, message size and cumulative exchange counters, as for the
-        linear estimators. A ``call`` column numbers the calls: ``fit``
-        starts the table afresh, every ``partial_fit`` appends its rows.
+        minibatches (``steps``), seconds, ``elapsed`` and ``barrier_wait``,
+        and with communication the send interval, message size and
+        cumulative exchange counters, as for the linear estimators. ``call``
+        and ``fit_id`` columns number and name the calls: ``fit`` starts the
+        table afresh, every ``partial_fit`` appends its rows.
     communication_history_ : pandas.DataFrame
         One row per worker and change of its send interval or message size.
 

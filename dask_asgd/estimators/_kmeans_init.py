@@ -10,7 +10,6 @@ scikit-learn's, word for word.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +20,7 @@ from sklearn.metrics import pairwise_distances_argmin_min
 from sklearn.utils.validation import check_array
 
 from ._dask_input import is_dask_collection
+from ._warnings import warn_at_caller
 
 #: Seedings of ``n_init="auto"`` for the ``'random'`` and callable inits, as
 #: in MiniBatchKMeans.
@@ -52,11 +52,10 @@ def plan(estimator: Any, n_samples: int) -> InitPlan:
     if n_init == "auto":
         n_init = 1 if is_given_centers(init) or init == "k-means++" else AUTO_N_INIT
     if is_given_centers(init) and n_init != 1:
-        warnings.warn(
+        warn_at_caller(
             "Explicit initial center position passed: performing only one init "
             f"in {type(estimator).__name__} instead of n_init={n_init}.",
             RuntimeWarning,
-            stacklevel=4,
         )
         n_init = 1
     batch_size = min(estimator.batch_size, n_samples)
@@ -66,11 +65,10 @@ def plan(estimator: Any, n_samples: int) -> InitPlan:
         if init_size < n_clusters:
             init_size = 3 * n_clusters
     elif init_size < n_clusters:
-        warnings.warn(
+        warn_at_caller(
             f"init_size={init_size} should be larger than n_clusters={n_clusters}. "
             "Setting it to min(3*n_clusters, n_samples)",
             RuntimeWarning,
-            stacklevel=4,
         )
         init_size = 3 * n_clusters
     return InitPlan(int(n_init), int(min(init_size, n_samples)), int(batch_size))

@@ -70,6 +70,10 @@ class ASGDClassifier(LinearClassifierMixin, BaseSGDLinear):
         Class labels.
     n_iter_ : int
         Number of epochs run.
+    fit_id_ : str
+        Identifier of the last fit (``"<estimator>-<12 hex digits>"``): the
+        ``fit_id`` of its events on the ``"asgd"`` topic, the start of its
+        tasks' keys, and the ``fit_id`` column of its rows in ``history_``.
     t_ : float
         Number of weight updates performed over all workers, plus one.
     n_features_in_ : int
@@ -82,9 +86,12 @@ class ASGDClassifier(LinearClassifierMixin, BaseSGDLinear):
         score with ``early_stopping``); with communication, the send interval,
         message size and cumulative exchange counters (messages published,
         sent, received, lost, dropped, failed, refused, rows accepted and
-        rejected by the Parzen window, bytes sent and received). A ``call``
-        column numbers the calls: ``fit`` starts the table afresh (call 0),
-        every ``partial_fit`` appends its rows to it.
+        rejected by the Parzen window, bytes sent and received); the
+        seconds since the fit started at the end of the epoch (``elapsed``)
+        and the seconds the worker waited at the epoch barrier
+        (``barrier_wait``). A ``call`` column numbers the calls and a
+        ``fit_id`` column names them: ``fit`` starts the table afresh (call
+        0), every ``partial_fit`` appends its rows to it.
     communication_history_ : pandas.DataFrame
         One row per worker and change of its send interval or message size
         (and its start): seconds since the worker started, the new settings,
@@ -407,6 +414,10 @@ class ASGDRegressor(RegressorMixin, BaseSGDLinear):
         Intercept.
     n_iter_ : int
         Number of epochs run.
+    fit_id_ : str
+        Identifier of the last fit (``"<estimator>-<12 hex digits>"``): the
+        ``fit_id`` of its events on the ``"asgd"`` topic, the start of its
+        tasks' keys, and the ``fit_id`` column of its rows in ``history_``.
     t_ : float
         Number of weight updates performed over all workers, plus one.
     n_features_in_ : int

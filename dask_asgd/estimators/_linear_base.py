@@ -8,7 +8,6 @@ cluster. Follows scikit-learn's ``BaseSGD``.
 
 from __future__ import annotations
 
-import warnings
 from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -31,6 +30,7 @@ from ..learners import LinearLearner
 from ..learners import LinearState as ModelState
 from ._base import COMMUNICATION_PARAMETERS_DOC, BaseASGD
 from ._input import Holdout, TargetKind, TrainingData
+from ._warnings import warn_at_caller
 
 if TYPE_CHECKING:
     from .. import _config
@@ -64,8 +64,12 @@ LINEAR_PARAMETERS_DOC = (
         Assign rows to workers at random and visit them in a new random order
         each epoch (random order of blocks of consecutive rows).
     verbose : int, default=0
-        Print one line per epoch on stdout (the mean loss over all workers),
-        as scikit-learn does, while the fit runs; also logged at INFO level.
+        With ``verbose >= 1``, print one line per epoch on stdout (the mean
+        loss over all workers), as scikit-learn does, while the fit runs
+        (also logged at INFO level), and for a fit of more than one epoch
+        show a live progress bar (``tqdm``; a widget in Jupyter) with the
+        epoch, the mean loss and the messages per second between workers.
+        ``TQDM_DISABLE=1`` in the environment hides the bar.
     epsilon : float, default=0.1
         Epsilon of the ``huber`` and epsilon-insensitive losses.
     random_state : int, RandomState instance or None, default=None
@@ -260,19 +264,17 @@ class BaseSGDLinear(SparseCoefMixin, BaseASGD):
         if partial:
             return
         if self.tol is not None and self.n_iter_ == self.max_iter:
-            warnings.warn(
+            warn_at_caller(
                 "Maximum number of iteration reached before convergence. Consider "
                 "increasing max_iter to improve the fit.",
                 ConvergenceWarning,
-                stacklevel=6,
             )
         if self.power_t < 0:
-            warnings.warn(
+            warn_at_caller(
                 "Negative values for `power_t` are deprecated in version 1.8 and "
                 "will raise an error in 1.10. Use values in the range [0.0, inf) "
                 "instead.",
                 FutureWarning,
-                stacklevel=6,
             )
 
     def _publish_coefficients(self) -> None:

@@ -43,6 +43,8 @@ class FitOutcome:
 
     state: ExchangedState
     n_iter: int
+    #: The fit's identifier, as in its events, task keys and topic.
+    fit_id: str
     n_samples_trained: int
     #: One row per worker and epoch, and one per event (a lost worker, rows
     #: placed again).
@@ -72,6 +74,9 @@ class Coordinator(Protocol):
 
     def progress(self, fit_id: str, since: int) -> Progress:
         """Completed epochs from number ``since`` on, and departed workers."""
+
+    def log_event(self, event: dict[str, Any]) -> None:
+        """Publish ``event`` on the cluster's ``"asgd"`` event topic."""
 
 
 class TaskRunner(Protocol):
@@ -116,6 +121,8 @@ def run_fit(
     progress: Callable[[dict[str, Any]], None] | None = None,
     poll_period: float = 0.5,
     replacer: Replacer | None = None,
+    label: str = "asgd",
+    epoch_means: Callable[[dict[str, float]], dict[str, float]] | None = None,
 ) -> FitOutcome:
     """Train on ``placement`` with one task per worker and average the results.
 
@@ -133,13 +140,23 @@ def run_fit(
     limits : PolicyLimits
         The balancer's bounds for this fit.
     progress : callable, optional
-        Called with ``{"epoch", "totals"}`` for every epoch the workers
-        complete, while the fit runs.
+        Called with ``{"fit_id", "epoch", "totals", "elapsed", ...}`` and the
+        epoch's means for every epoch the workers complete, while the fit
+        runs (see :meth:`FitSupervisor.look`).
     poll_period : float, default=0.5
         Seconds between two looks at the fit's progress and membership.
     replacer : Replacer, optional
         Builds a lost worker's rows again on the survivors; without it, a
         lost worker fails the fit.
+    label : str, default="asgd"
+        What trains (the estimator's name): the fit's identifier is
+        ``<label>-<12 hex digits>`` and its tasks' keys
+        ``<label>-train-<hex digits>-<member>``, which Dask's dashboard
+        groups as ``<label>-train``.
+    epoch_means : callable, optional
+        Turns an epoch's sums over workers into the means its ``"epoch"``
+        event and ``progress`` carry (``{"loss": ...}``); the model knows
+        what to divide by, the runtime does not.
 
     Returns
     -------
@@ -154,7 +171,7 @@ def run_fit(
     FitAbortedError
         If the fit was given up for another reason.
     """
-    fit_id = f"asgd-{uuid.uuid4().hex[:12]}"
+    fit_id = f"{label}-{uuid.uuid4().hex[:12]}"
     tasks = worker_tasks(template, placement, fit_id, rng)
     token = coordinator.start(
         fit_id,
@@ -173,6 +190,7 @@ def run_fit(
         replacer,
         progress,
         sum(placement.n_train.get(name, 0) for name in tasks),
+        epoch_means,
     )
     abort: dict[str, Any] | None = None
     ended = False
@@ -257,6 +275,7 @@ def combine(
     if shares.sum() <= 0:
         shares = np.ones_like(shares)
     return FitOutcome(
+        fit_id=fit_id,
         state=learner.average([r.state for r in results], shares / shares.sum()),
         n_iter=max(r.n_iter for r in results),
         n_samples_trained=sum(r.n_samples_trained for r in results),
@@ -300,7 +319,7 @@ class DaskTaskRunner:
             workers=[worker],
             allow_other_workers=False,
             pure=False,
-            key=f"{task.fit_id}-train-{task.member or worker}",
+            key=task_key(task.fit_id, task.member or worker),
         )
 
     def wait(self, handles: list[Any], timeout: float) -> bool:
@@ -360,7 +379,32 @@ class DaskTaskRunner:
         return result
 
     def release(self, handles: list[Any]) -> None:
-        """Cancel and release every future."""
+        """Cancel the futures still running; release every future.
+
+        A finished task is only released: cancelling it too would make the
+        scheduler log "Scheduler cancels key" after every successful fit.
+        """
         for future in handles:
-            future.cancel()
+            if not future.done():
+                future.cancel()
             future.release()
+
+
+def task_key(fit_id: str, member: str) -> str:
+    """The Dask key of a member's training task.
+
+    ``<label>-train-<hex>-<member>`` for the fit ``<label>-<hex>``: Dask's
+    dashboard groups keys by their prefix (``dask.utils.key_split``), which
+    stops at the hex digits, so every training task of an estimator's fits
+    shows as one ``<label>-train`` group.
+    """
+    label, _, digits = fit_id.rpartition("-")
+    return f"{label or fit_id}-train-{digits}-{member}"
+
+
+def parse_task_key(key: str) -> tuple[str, str]:
+    """The fit and the member of a training task's key: the inverse of
+    :func:`task_key`."""
+    label, _, rest = key.partition("-train-")
+    digits, _, member = rest.partition("-")
+    return f"{label}-{digits}", member

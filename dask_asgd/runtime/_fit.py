@@ -32,6 +32,8 @@ def fit_on_cluster(
     rng: np.random.Generator,
     config: _config.Config,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    label: str = "asgd",
+    epoch_means: Callable[[dict[str, float]], dict[str, float]] | None = None,
 ) -> FitOutcome:
     """Place ``rows`` on the cluster's workers and train ``learner`` there.
 
@@ -63,7 +65,12 @@ def fit_on_cluster(
     config : Config
         The ``asgd.*`` settings, read once when the fit started.
     progress : callable, optional
-        Called with every completed epoch's sums while the fit runs.
+        Called with every completed epoch while the fit runs (see
+        :func:`run_fit`).
+    label : str, default="asgd"
+        What trains: the start of the fit's identifier and its task keys.
+    epoch_means : callable, optional
+        An epoch's means from its sums, for its event and ``progress``.
 
     Returns
     -------
@@ -103,6 +110,8 @@ def fit_on_cluster(
                 if config.recovery.replace_lost_workers
                 else None
             ),
+            label=label,
+            epoch_means=epoch_means,
         )
 
 

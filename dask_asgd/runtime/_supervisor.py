@@ -60,6 +60,10 @@ class FitSupervisor:
         Called with every completed epoch.
     total_train : int
         Training rows of the whole fit, for a replacement's share.
+    epoch_means : callable or None
+        The means of an epoch's sums, for its event and ``progress``.
+    clock : callable, default=time.perf_counter
+        Seconds; the fit's elapsed time counts from the supervisor's start.
     """
 
     def __init__(
@@ -73,6 +77,8 @@ class FitSupervisor:
         replacer: Replacer | None,
         progress: Callable[[dict[str, Any]], None] | None,
         total_train: int,
+        epoch_means: Callable[[dict[str, float]], dict[str, float]] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.fit_id = fit_id
         self.token = token
@@ -83,6 +89,9 @@ class FitSupervisor:
         self.replacer = replacer
         self.progress = progress
         self.total_train = max(total_train, 1)
+        self.epoch_means = epoch_means
+        self.clock = clock
+        self.started = clock()
         self.members: dict[str, Member] = {}
         #: Handles of members lost with their workers.
         self.lost: list[Any] = []
@@ -177,15 +186,39 @@ class FitSupervisor:
         """
         seen = self.coordinator.progress(self.fit_id, self._epochs_seen)
         for summary in seen.epochs:
-            if self.progress is not None:
-                self.progress(summary)
             self._epochs_seen += 1
+            self.report_epoch(summary)
         if seen.abort is not None:
             # A silent member's task may never end: do not wait for it.
             raise abort_error(self.fit_id, seen.abort)
         for departure in seen.departures[self._departures_seen :]:
             self._departures_seen += 1
             self.replace(departure)
+
+    def elapsed(self) -> float:
+        """Seconds since the fit started."""
+        return self.clock() - self.started
+
+    def report_epoch(self, summary: dict[str, Any]) -> None:
+        """Publish a completed epoch as an ``"epoch"`` event, and report it.
+
+        The event carries the fit's identifier and the epoch's means (the
+        coordinator only sums), with the samples trained on and the seconds
+        since the fit started as the driver saw it end.
+        """
+        totals = summary["totals"]
+        means = self.epoch_means(totals) if self.epoch_means is not None else {}
+        report = {
+            "fit_id": self.fit_id,
+            "epoch": summary["epoch"],
+            "members": summary.get("members", len(self.members)),
+            "samples": int(totals.get("n_train", 0)),
+            "elapsed": self.elapsed(),
+            **means,
+        }
+        self.coordinator.log_event({"action": "epoch", **report})
+        if self.progress is not None:
+            self.progress({**report, "totals": totals})
 
     def replace(self, departure: dict[str, Any]) -> None:
         """Build a departed worker's rows again and start tasks on them."""
@@ -256,7 +289,17 @@ class FitSupervisor:
             peers=(),
             exchange=dataclasses.replace(template.exchange, communication="off"),
             start_from=hosts[0] if hosts else None,
+            # Its history's elapsed times count from the fit's start too.
+            started_after=self.elapsed(),
         )
 
     def _event(self, worker: str, epoch: int, event: str, **fields: Any) -> None:
-        self.events.append({"worker": worker, "epoch": epoch, "event": event, **fields})
+        self.events.append(
+            {
+                "worker": worker,
+                "epoch": epoch,
+                "event": event,
+                "elapsed": self.elapsed(),
+                **fields,
+            }
+        )

@@ -56,6 +56,10 @@ class FitTask:
     #: Start from the state this member of the same worker had at its last
     #: epoch barrier, if it has one (a replacement); None: the learner's state.
     start_from: str | None = None
+    #: Seconds into the fit at which this task was started (later than 0 for
+    #: a replacement), so that its history's ``elapsed`` counts from the
+    #: fit's start.
+    started_after: float = 0.0
 
 
 #: A worker's own steps on its rows made its state non-finite.

@@ -118,7 +118,8 @@ def run_worker(
     communicator : Communicator, optional
         Exchanges states with peers between chunks; None trains alone.
     clock : callable, default=time.perf_counter
-        Seconds, for the epochs' durations.
+        Seconds, for the epochs' durations, the waits at the barrier
+        (``barrier_wait``) and the time since the fit started (``elapsed``).
     on_epoch : callable, optional
         Called with the epoch and the state after each epoch's barrier.
 
@@ -136,16 +137,16 @@ def run_worker(
     # A task that joins a running fit first takes the decisions the others
     # took; if they already stopped, it has nothing to train.
     stopped = any([run.after_epoch(totals)[1] for totals in task.replay])
+    loop_started = clock()
     for epoch in range(task.first_epoch, task.max_iter if not stopped else 0):
         started = clock()
         train_epoch(task, partitions, run, rng, communicator)
         n_iter = epoch + 1
         values, record, cause = close_epoch(run, communicator, epoch, clock() - started)
-        answer = (
-            control.report_epoch(epoch, values)
-            if task.synchronise
-            else EpochAnswer(values)
+        answer, record["barrier_wait"] = timed_report(
+            control, task.synchronise, epoch, values, clock
         )
+        record["elapsed"] = task.started_after + clock() - loop_started
         if cause is not None or answer.totals is None:
             history.append(record)
             failure = cause or answer.reason
@@ -165,6 +166,26 @@ def run_worker(
         failure=failure,
         control=communicator.control if communicator is not None else [],
     )
+
+
+def timed_report(
+    control: ControlPlane,
+    synchronise: bool,
+    epoch: int,
+    values: dict[str, float],
+    clock: Callable[[], float],
+) -> tuple[EpochAnswer, float]:
+    """Report the epoch at the barrier; the answer and the seconds waited.
+
+    The wait is the time this worker spent at the barrier for the slowest
+    member (and the round trip to the coordinator): a large one on a fast
+    worker shows an imbalance ``seconds`` alone does not.
+    """
+    if not synchronise:
+        return EpochAnswer(values), 0.0
+    waiting = clock()
+    answer = control.report_epoch(epoch, values)
+    return answer, clock() - waiting
 
 
 def train_epoch(
@@ -203,6 +224,8 @@ def close_epoch(
     if communicator is not None:
         record["send_interval"] = communicator.send_interval
         record.update(communicator.exchange.stats())
+        # Summed at the barrier, for the driver's messages per second.
+        values["messages_sent"] = float(record["messages_sent"])
     return values, record, cause
 
 

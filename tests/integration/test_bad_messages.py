@@ -22,6 +22,7 @@ from sklearn.datasets import make_classification
 
 from dask_asgd import ASGDClassifier
 from dask_asgd.exchange import PLUGIN_NAME, RECEIVE_HANDLER
+from dask_asgd.runtime._driver import parse_task_key
 
 #: The fit: no Parzen-window test, so nothing but the handler stands between
 #: a malformed message and the model; averaging makes its accuracy steady
@@ -83,7 +84,7 @@ def running_fit(client: Client) -> str | None:
     keys = [
         str(key) for keys in client.processing().values() for key in keys
     ]  # fmt: skip
-    fits = {key.split("-train-")[0] for key in keys if "-train-" in key}
+    fits = {parse_task_key(key)[0] for key in keys if "-train-" in key}
     return fits.pop() if len(fits) == 1 else None
 
 

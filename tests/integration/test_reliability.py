@@ -18,6 +18,7 @@ from sklearn.datasets import make_classification
 
 from dask_asgd import ASGDClassifier
 from dask_asgd._exceptions import FitAbortedError
+from dask_asgd.runtime._driver import parse_task_key
 from tests._cluster_checks import assert_fit_left_nothing, three_process_workers
 
 #: Epochs of a fit long enough to lose a worker in the middle of it.
@@ -238,7 +239,7 @@ def test_another_client_cannot_end_or_spoil_a_fit(three_processes, data):
     fit = FitInThread(client, model, X, y)
     poll_for(lambda: len(training_tasks(client)) == 3, timeout=60)
     [key, *_] = training_tasks(client)
-    fit_id, member = key.split("-train-")
+    fit_id, member = parse_task_key(key)
     with Client(client.scheduler.address, set_as_default=False) as other:
         ended = other.sync(other.scheduler.asgd_fit_end, fit_id=fit_id)
         forged = other.sync(
@@ -268,7 +269,7 @@ def test_a_frozen_worker_ends_the_fit_within_seconds(three_processes, data):
         fit = FitInThread(client, model, X, y)
         poll_for(lambda: len(training_tasks(client)) == 3, timeout=60)
         poll_for(lambda: epochs_done(client) >= 2, timeout=60)
-        victim = sorted(training_tasks(client))[0].split("-train-")[1]
+        victim = parse_task_key(sorted(training_tasks(client))[0])[1]
         pid = worker_pid(client, victim)
         os.kill(pid, signal.SIGSTOP)
         try:

@@ -92,6 +92,8 @@ class ThreadedCluster:
         self.completed: list[dict[str, Any]] = []
         self.departures: list[dict[str, Any]] = []
         self.abort: dict[str, Any] | None = None
+        #: What the driver published on the "asgd" topic.
+        self.events: list[dict[str, Any]] = []
         #: (member, epoch) -> called when that member reports that epoch.
         self.on_report: dict[tuple[str, int], Any] = {}
         self._lock = threading.Lock()
@@ -133,6 +135,9 @@ class ThreadedCluster:
         with self._lock:
             abort = self.abort if self.abort and self.abort["kind"] != "ended" else None
             return Progress(self.completed[since:], list(self.departures), abort)
+
+    def log_event(self, event):
+        self.events.append(dict(event))
 
     def lose(self, worker):
         """The worker leaves: its members are gone, the barrier goes on."""

@@ -11,7 +11,7 @@ from dask_asgd import _config
 from dask_asgd._exceptions import FitAbortedError, WorkerLostError
 from dask_asgd.learners import LinearState, Partition
 from dask_asgd.runtime import WorkerResult, policy_limits, run_fit
-from dask_asgd.runtime._driver import combine
+from dask_asgd.runtime._driver import combine, parse_task_key, task_key
 from dask_asgd.runtime._supervisor import Member
 
 from ._fakes import FakePlacement, ListReplacer, ThreadedCluster, task_for
@@ -68,6 +68,45 @@ def test_two_workers_train_and_their_states_are_averaged(placement_rows):
     # Every epoch's sums reached the driver while the fit ran.
     assert [summary["epoch"] for summary in progress] == [0, 1, 2]
     assert progress[0]["totals"]["n_train"] == 300
+    assert outcome.fit_id == fit_id and fit_id.startswith("asgd-")
+    assert {"barrier_wait", "elapsed"} <= set(outcome.history)
+
+
+def test_every_epoch_is_published_with_the_fit_id_and_its_means(placement_rows):
+    cluster = ThreadedCluster()
+    progress = []
+    outcome = run_fit(
+        placement_of(placement_rows),
+        task_for(linear_learner(batch_size=1), max_iter=3),
+        cluster,
+        cluster,
+        np.random.default_rng(0),
+        LIMITS,
+        progress=progress.append,
+        poll_period=0.01,
+        label="ASGDRegressor",
+        epoch_means=lambda totals: {"loss": totals["loss"] / totals["n_train"]},
+    )
+    assert outcome.fit_id.startswith("ASGDRegressor-")
+    epochs = [event for event in cluster.events if event["action"] == "epoch"]
+    assert [event["epoch"] for event in epochs] == [0, 1, 2]
+    for event, seen in zip(epochs, progress, strict=True):
+        assert event["fit_id"] == outcome.fit_id
+        assert event["samples"] == 300
+        # The mean, not the sum, of the loss over the epoch's samples.
+        assert event["loss"] == seen["totals"]["loss"] / 300
+        assert event["loss"] == seen["loss"]
+    assert [e["elapsed"] for e in epochs] == sorted(e["elapsed"] for e in epochs)
+
+
+def test_task_keys_name_the_estimator_and_group_on_the_dashboard():
+    from dask.utils import key_split
+
+    key = task_key("ASGDClassifier-3f2a9c1b7d4e", "tcp://127.0.0.1:4321")
+    assert key == "ASGDClassifier-train-3f2a9c1b7d4e-tcp://127.0.0.1:4321"
+    assert key_split(key) == "ASGDClassifier-train"
+    fit_id, member = parse_task_key(key)
+    assert (fit_id, member) == ("ASGDClassifier-3f2a9c1b7d4e", "tcp://127.0.0.1:4321")
 
 
 def test_workers_get_their_share_of_the_schedule_and_own_seeds(placement_rows):

@@ -132,6 +132,47 @@ def test_each_epoch_is_reported_and_the_rule_stops_the_loop(rows):
     assert result.failure is None
 
 
+class StepClock:
+    """A clock that moves only when told: each reading is the set time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class WaitingControlPlane(AloneControlPlane):
+    """A barrier at which every report waits ``wait`` seconds of ``clock``."""
+
+    def __init__(self, clock: StepClock, wait: float) -> None:
+        super().__init__()
+        self.clock, self.wait = clock, wait
+
+    def report_epoch(self, epoch, values):
+        self.clock.now += self.wait
+        return super().report_epoch(epoch, values)
+
+
+def test_the_history_records_the_barrier_wait_and_the_elapsed_time(rows):
+    clock = StepClock()
+    control = WaitingControlPlane(clock, wait=2.5)
+    task = task_for(linear_learner(batch_size=1), max_iter=3, started_after=10.0)
+    result = run_worker(task, [rows], control, clock=clock)
+    assert [r["barrier_wait"] for r in result.history] == [2.5, 2.5, 2.5]
+    # Counted from the fit's start: the task started 10 s into it.
+    assert [r["elapsed"] for r in result.history] == [12.5, 15.0, 17.5]
+
+
+def test_a_pass_without_barrier_waits_for_nothing(rows):
+    clock = StepClock()
+    control = WaitingControlPlane(clock, wait=2.5)
+    task = task_for(linear_learner(batch_size=1), max_iter=1, synchronise=False)
+    result = run_worker(task, [rows], control, clock=clock)
+    assert control.reports == []
+    assert [r["barrier_wait"] for r in result.history] == [0.0]
+
+
 def test_a_given_up_fit_ends_the_loop_with_the_reason(rows):
     control = AloneControlPlane(abort_at_epoch=1)
     result = run_worker(
