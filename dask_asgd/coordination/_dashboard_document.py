@@ -92,10 +92,6 @@ class FitView:
             for name in ("loss", *(spec[0] for spec in EXCHANGE_FIGURES))
         }
         loss_figure = _figure(LOSS_TITLE)
-        loss_figure.line(
-            "time", "loss", source=self.fit_loss, line_width=3, color="black",
-            legend_label="all workers",
-        )  # fmt: skip
         figures = [loss_figure] + [
             _figure(title, y_axis_type) for _, title, y_axis_type in EXCHANGE_FIGURES
         ]
@@ -107,6 +103,11 @@ class FitView:
             fig.legend.location = "top_right"
             fig.legend.click_policy = "hide"
             fig.x_range = figures[0].x_range
+        # Drawn last, so the workers' lines do not hide it.
+        loss_figure.line(
+            "time", "loss", source=self.fit_loss, line_width=3, color="black",
+            legend_label="all workers",
+        )  # fmt: skip
         self.root = column(
             row(self.select, self.status, sizing_mode="stretch_width"),
             gridplot(figures, ncols=2, sizing_mode="stretch_width"),

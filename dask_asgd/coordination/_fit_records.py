@@ -216,9 +216,10 @@ class FitRecords:
             return
         member = record.worker(worker)
         now = record.seconds()
-        # The counters cover the worker's report period; the scheduler's own
-        # clock measures it (the first one from the start of the fit).
-        period = max(now - member.last_report, 1e-3)
+        # The counters cover the worker's report period, as the worker measured
+        # it; the time between two arrivals here is a stand-in for a worker
+        # that does not say (it jitters with the network and the event loop).
+        period = signals.get("period") or max(now - member.last_report, 1e-3)
         member.last_report = now
         lost = signals["dropped"] + signals["failed"] + signals["lost"]
         member.exchange.append(

@@ -87,6 +87,17 @@ def test_balancing_reports_become_rates_per_second_of_the_report_period():
     assert row["accepted"] == pytest.approx((8 - 3) / period)
 
 
+def test_rates_use_the_period_the_worker_measured_when_it_says():
+    records = FitRecords()
+    records.fit_started("f")
+    decided = {"send_interval": 512, "message_size": 0.5}
+    records.balanced("f", "w1", {**SIGNALS, "period": 0.5}, decided)
+    row = {k: v[0] for k, v in records.get("f").workers["w1"].exchange.data.items()}
+    assert row["sent"] == pytest.approx(10 / 0.5)
+    assert row["lost"] == pytest.approx(6 / 0.5)
+    assert row["accepted"] == pytest.approx(5 / 0.5)
+
+
 def test_only_the_last_finished_fits_are_kept():
     records = FitRecords(keep_finished=3)
     for i in range(5):
