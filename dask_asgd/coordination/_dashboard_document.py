@@ -130,13 +130,15 @@ class FitView:
         if self._shown == (chosen.fit_id, chosen.version):
             return
         self._shown = (chosen.fit_id, chosen.version)
-        self.status.text = _status(chosen)
         self.fit_loss.data = {
             name: list(chosen.loss.data[name]) for name in ("time", "loss", "epoch")
         }
         self.lines["loss"].data = _per_worker(chosen, "loss", "loss")
         for name, _, _ in EXCHANGE_FIGURES:
             self.lines[name].data = _per_worker(chosen, "exchange", name)
+        # Last: each change travels as a message of its own, and a browser
+        # that shows the new status has the new figures too.
+        self.status.text = _status(chosen)
 
 
 def _per_worker(record: FitRecord, series: str, column_name: str) -> dict[str, list]:

@@ -2,12 +2,20 @@
 
 Chromium is Debian's ``chromium`` package (CI installs it); Playwright drives
 it without downloading a browser of its own.
+
+The test looks at the page while the fit is certainly running, however fast
+the machine: once every worker has reported an epoch and a balancing report,
+the scheduler's epoch-report handler (the real one) holds the next reports
+until the test has seen the page; the fit then trains on to its end.
 """
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import contextlib
 import shutil
+import threading
 
 import pytest
 from distributed import Client
@@ -66,12 +74,66 @@ def running_fits(client) -> list[str]:
     )
 
 
+def every_worker_recorded(scheduler, n_workers: int) -> bool:
+    """The running fit has loss and balancing rows of every worker."""
+    records = scheduler.plugins["asgd"].records
+    return any(
+        len(record.workers) == n_workers
+        and all(len(w.loss) and len(w.exchange) for w in record.workers.values())
+        for record in records.running.values()
+    )
+
+
+def look_at_the_running_fit(page, client, fit_id: str) -> None:
+    """The page shows ``fit_id`` running, every figure, a line per worker."""
+
+    def seen_live() -> bool:
+        seen = read_page(page)
+        lines = seen["lines"]
+        return (
+            f"{fit_id}</b>: running" in seen["status"]
+            and len(lines) == 1 + len(EXCHANGE_FIGURES) + 1
+            and all(min(v["points"], default=0) > 0 for v in lines.values())
+            and len(lines["asgd-loss"]["workers"]) == 2
+        )
+
+    poll_for(seen_live, TIMEOUT)
+    seen = read_page(page)
+    expected = [LOSS_TITLE, *(title for _, title, _ in EXCHANGE_FIGURES)]
+    assert sorted(seen["titles"]) == sorted(expected)
+    workers = sorted(client.scheduler_info()["workers"])
+    for name in ("loss", *(name for name, _, _ in EXCHANGE_FIGURES)):
+        assert sorted(seen["lines"][f"asgd-{name}"]["workers"]) == workers
+
+
+@contextlib.contextmanager
+def held_at_the_barrier(scheduler, n_workers: int):
+    """Hold the fit's epoch reports once ``every_worker_recorded``, until the
+    block ends. Yields an event set when the first report is held."""
+    real = scheduler.handlers["asgd_epoch_report"]
+    held, release = threading.Event(), threading.Event()
+
+    async def epoch_report(**message):
+        if not release.is_set() and every_worker_recorded(scheduler, n_workers):
+            held.set()
+            await asyncio.to_thread(release.wait, TIMEOUT)
+        return await real(**message)
+
+    scheduler.handlers["asgd_epoch_report"] = epoch_report
+    try:
+        yield held
+    finally:
+        release.set()
+        scheduler.handlers["asgd_epoch_report"] = real
+
+
 def test_page_shows_a_running_fit_live_in_chromium(local_cluster):
     from playwright.sync_api import sync_playwright
 
     X, y = make_classification(n_samples=10_000, n_features=20, random_state=0)
-    # Long enough (a few seconds) that the page is seen while it trains.
-    model = ASGDClassifier(max_iter=300, tol=None, random_state=0)
+    # Enough epochs that every worker sends a balancing report (twice a
+    # second) before the fit would end.
+    model = ASGDClassifier(max_iter=100, tol=None, random_state=0)
     with (
         Client(local_cluster, set_as_default=False) as client,
         sync_playwright() as playwright,
@@ -90,33 +152,21 @@ def test_page_shows_a_running_fit_live_in_chromium(local_cluster):
             with client.as_current():
                 return model.fit(X, y)
 
-        fitting = pool.submit(fit)
-        poll_for(lambda: running_fits(client), TIMEOUT)
-        (fit_id,) = running_fits(client)
+        scheduler = local_cluster.scheduler
+        with held_at_the_barrier(scheduler, n_workers=2) as held:
+            fitting = pool.submit(fit)
+            poll_for(lambda: running_fits(client), TIMEOUT)
+            (fit_id,) = running_fits(client)
+            poll_for(held.is_set, TIMEOUT)
+            look_at_the_running_fit(page, client, fit_id)
+            assert not fitting.done()
 
-        def seen_live() -> bool:
-            seen = read_page(page)
-            lines = seen["lines"]
-            return (
-                f"{fit_id}</b>: running" in seen["status"]
-                and all(min(v["points"], default=0) > 0 for v in lines.values())
-                and len(lines.get("asgd-loss", {}).get("workers", [])) == 2
-            )
-
-        poll_for(seen_live, TIMEOUT)
-        # Seen while the fit still runs, with every figure and worker.
-        assert not fitting.done()
-        seen = read_page(page)
-        expected = [LOSS_TITLE, *(title for _, title, _ in EXCHANGE_FIGURES)]
-        assert sorted(seen["titles"]) == sorted(expected)
-        workers = sorted(client.scheduler_info()["workers"])
-        for name, _, _ in EXCHANGE_FIGURES:
-            assert sorted(seen["lines"][f"asgd-{name}"]["workers"]) == workers
-
+        # Released: the fit trains on, and the page follows it to its end.
         fitting.result(timeout=300)
         poll_for(lambda: f"{fit_id}</b>: finished" in read_page(page)["status"], 30)
+        # Every epoch of the fit is on the page.
         epochs = read_page(page)["lines"]["asgd-loss-fit"]["points"][0]
-        assert epochs == model.n_iter_
+        assert epochs == model.n_iter_ == 100
 
         application = local_cluster.scheduler.plugins["asgd"]._page.application
         assert len(application._clients) == 1
