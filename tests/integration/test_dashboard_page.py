@@ -24,9 +24,15 @@ from sklearn.datasets import make_classification
 
 from dask_asgd import ASGDClassifier, _config
 from dask_asgd.backends import install_plugins, remove_plugins
-from dask_asgd.coordination._dashboard_document import EXCHANGE_FIGURES, LOSS_TITLE
+from dask_asgd.coordination._dashboard import PAGE_PATH
 
 pytest.importorskip("bokeh", reason="Dask's dashboard needs bokeh")
+
+# Needs bokeh: imported after the skip.
+from dask_asgd.coordination._dashboard_document import (
+    EXCHANGE_FIGURES,
+    LOSS_TITLE,
+)
 
 CHROMIUM = shutil.which("chromium")
 pytestmark = pytest.mark.skipif(
@@ -72,6 +78,15 @@ def running_fits(client) -> list[str]:
     return client.run_on_scheduler(
         lambda dask_scheduler: list(dask_scheduler.plugins["asgd"].fits)
     )
+
+
+def page_callbacks(application) -> list:
+    """The periodic callbacks of every document of the page on the scheduler."""
+    return [
+        callback
+        for session in application.get_sessions(PAGE_PATH)
+        for callback in session.document.session_callbacks
+    ]
 
 
 def every_worker_recorded(scheduler, n_workers: int) -> bool:
@@ -169,9 +184,11 @@ def test_page_shows_a_running_fit_live_in_chromium(local_cluster):
         assert epochs == model.n_iter_ == 100
 
         application = local_cluster.scheduler.plugins["asgd"]._page.application
-        assert len(application._clients) == 1
+        assert len(application._clients) == 1 and page_callbacks(application)
         remove_plugins(client)
-        # The open page is disconnected: nothing of it stays on the scheduler.
+        # The open page is disconnected and its document stops updating:
+        # nothing of it runs on the scheduler any more.
         poll_for(lambda: len(application._clients) == 0, 30)
+        poll_for(lambda: not page_callbacks(application), 30)
         assert application not in local_cluster.scheduler.http_application.applications
         browser.close()
