@@ -109,6 +109,9 @@ class WorkerSignals:
     #: CPU seconds of the worker's event loop over the period (for the record;
     #: already counted in ``exchange_seconds``).
     loop_seconds: float = 0.0
+    #: Seconds of wall time the period lasted (0 if unknown): the counters'
+    #: rates, for the dashboard page.
+    period: float = 0.0
 
 
 @dataclass

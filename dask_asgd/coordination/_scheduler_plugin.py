@@ -36,6 +36,8 @@ from distributed.core import Status
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 from ..balancing import BalancingPolicy, PolicyLimits, Settings, WorkerSignals
+from ._dashboard import DashboardPage, add_page
+from ._fit_records import FitRecords
 
 if TYPE_CHECKING:
     # Only for annotations: importing Scheduler at run time is not needed.
@@ -132,6 +134,10 @@ class ASGDSchedulerPlugin(SchedulerPlugin):
     * ``asgd_progress(fit_id, token, since)``
     * ``asgd_fit_end(fit_id, token)``
 
+    While it is installed on a scheduler with Dask's dashboard, the dashboard
+    serves a page at ``/asgd`` with the running and recently finished fits
+    (see :attr:`records`).
+
     The callers are :class:`~dask_asgd.coordination.WorkerControlPlane` and
     :class:`~dask_asgd.coordination.FitRegistry`.
     """
@@ -141,6 +147,9 @@ class ASGDSchedulerPlugin(SchedulerPlugin):
     def __init__(self) -> None:
         self.scheduler: Scheduler | None = None
         self.fits: dict[str, FitState] = {}
+        #: What the dashboard page shows: recent fits' losses and exchanges.
+        self.records = FitRecords()
+        self._page: DashboardPage | None = None
 
     def _handlers(self) -> dict[str, Any]:
         return {
@@ -157,12 +166,18 @@ class ASGDSchedulerPlugin(SchedulerPlugin):
         """Install the handlers on ``scheduler``."""
         self.scheduler = scheduler
         scheduler.handlers.update(self._handlers())
+        self._page = add_page(scheduler, self.records)
 
     async def close(self) -> None:
-        """Remove the handlers and release every waiting member."""
+        """Remove the handlers and the dashboard page; release every waiting
+        member."""
         for fit in list(self.fits.values()):
             self._abort(fit, ABORT_ENDED, "the ASGD scheduler plugin was closed")
         self.fits.clear()
+        self.records.close()
+        if self._page is not None:
+            self._page.remove()
+            self._page = None
         if self.scheduler is not None:
             for handler_name in self._handlers():
                 self.scheduler.handlers.pop(handler_name, None)
@@ -213,6 +228,7 @@ class ASGDSchedulerPlugin(SchedulerPlugin):
             replace_lost=bool(replace_lost),
             first_epoch={m: 0 for m in hosts},
         )
+        self.records.fit_started(fit_id)
         self._log(action="fit-start", fit_id=fit_id, members=sorted(hosts))
         # A worker can leave between the placement of its rows and this
         # registration: it departs now, as it would have a moment later.
@@ -267,6 +283,7 @@ class ASGDSchedulerPlugin(SchedulerPlugin):
             return _refused(fit_id)
         del self.fits[fit_id]
         abort = fit.abort
+        self.records.fit_ended(fit_id, None if abort is None else abort["reason"])
         self._abort(fit, ABORT_ENDED, "the fit ended")
         self._log(action="fit-end", fit_id=fit_id)
         return {"status": "ok", "abort": abort}
@@ -321,6 +338,7 @@ class ASGDSchedulerPlugin(SchedulerPlugin):
             self._abort_nonfinite(fit, member, epoch, values)
             return {"status": "aborted", "reason": fit.aborted}
         fit.reports[epoch][member] = {k: float(v) for k, v in values.items()}
+        self.records.epoch_reported(fit_id, fit.members[member], epoch, values)
         self._complete_ready(fit)
         await self._wait_for_epoch(fit, epoch, timeout)
         if fit.abort is not None:
@@ -358,6 +376,8 @@ class ASGDSchedulerPlugin(SchedulerPlugin):
             return {"status": "aborted"}
         current = Settings(**settings)
         decided = fit.policy.decide(current, WorkerSignals(**signals))
+        answer = dataclasses.asdict(decided)
+        self.records.balanced(fit_id, fit.members[member], signals, answer)
         if decided is not current:
             self._log(
                 action="settings",
@@ -367,7 +387,7 @@ class ASGDSchedulerPlugin(SchedulerPlugin):
                 message_size=decided.message_size,
                 reason=decided.reason,
             )
-        return {"status": "ok", "settings": dataclasses.asdict(decided)}
+        return {"status": "ok", "settings": answer}
 
     # The barrier ------------------------------------------------------------
 
@@ -395,6 +415,7 @@ class ASGDSchedulerPlugin(SchedulerPlugin):
             fit.completed.append(summary)
             # No event here: the sums mean nothing to a reader; the driver
             # publishes the epoch's means as the "epoch" event.
+            self.records.epoch_completed(fit.fit_id, epoch, summary["totals"])
             done.set()
 
     async def _wait_for_epoch(

@@ -113,7 +113,11 @@ class LearnerRun(Protocol):
         """Train on ``rows`` of ``partition`` (whole minibatches); return their loss."""
 
     def epoch_values(self) -> tuple[dict[str, float], dict[str, Any]]:
-        """Close an epoch: numbers to sum over workers, and this worker's record."""
+        """Close an epoch: numbers to sum over workers, and this worker's record.
+
+        ``loss`` (a sum) and ``loss_weight`` (what it sums over) among the
+        numbers give the dashboard page its loss curves.
+        """
 
     def after_epoch(self, totals: dict[str, float]) -> tuple[dict[str, Any], bool]:
         """The epoch's record from the sums over workers, and whether to stop."""

@@ -171,6 +171,8 @@ class KMeansRun:
             "loss": self.inertia,
             "n_train": float(self.n_rows),
             "weight": self.weight,
+            # What ``loss`` sums over: its mean is the history's loss.
+            "loss_weight": self.weight,
             "converged": float(self.rule.fired),
             "workers": 1.0,
         }

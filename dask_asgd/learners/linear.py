@@ -285,6 +285,8 @@ class LinearRun:
             "loss": float(losses.sum()),
             "objective": float(objectives.sum()),
             "n_train": float(self.n_train),
+            # What ``loss`` sums over: its mean is the history's loss.
+            "loss_weight": float(self.n_train * int(self.active.sum())),
         }
         values.update(
             {f"objective_{k}": float(objectives[k]) for k in range(n_outputs)}

@@ -254,6 +254,7 @@ class Communicator:
             progress=progress,
             state_bytes=state.exchanged_nbytes,
             loop_seconds=loop_seconds,
+            period=elapsed,
         )
 
     def _apply(self, future: concurrent.futures.Future) -> None:

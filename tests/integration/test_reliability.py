@@ -204,7 +204,7 @@ def test_a_worker_killed_at_any_moment_of_a_fit(
             client,
             _driver.DaskTaskRunner,
             "result",
-            victim_of=lambda runner, handle, **_: str(handle.key).split("-train-")[1],
+            victim_of=lambda runner, handle, **_: parse_task_key(str(handle.key))[1],
         )
     model = ASGDClassifier(**SHORT)
     with client.as_current():

@@ -135,6 +135,8 @@ def test_first_report_comes_early_once_a_send_completed():
         made.after_samples(100, 0.0, state)
     assert len(balancer.reports) == 1
     assert balancer.reports[0].send_latency == pytest.approx(0.002)
+    # The report says how long it covers: four exchanges 0.05 s apart.
+    assert balancer.reports[0].period == pytest.approx(0.2)
 
 
 def test_the_balancers_answer_is_applied_at_the_next_call_and_recorded():
