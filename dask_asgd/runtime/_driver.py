@@ -199,6 +199,9 @@ def run_fit(
             task = dataclasses.replace(task, token=token)
             n_train = placement.n_train.get(address, 0)
             supervisor.submit(task, placement.partitions[address], address, n_train)
+        # A worker lost between placement and registration is known now:
+        # its rows are placed again before the survivors get far.
+        supervisor.look()
         results = supervisor.supervise(poll_period)
     except BaseException as error:
         # Release the members still training (they leave at their next epoch
