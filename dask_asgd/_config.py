@@ -125,6 +125,7 @@ class BalancingConfig:
     """``asgd.balancing.*``: period and bounds of the balancer."""
 
     report_period: float
+    report_exchanges: int
     min_send_interval: int
     max_send_interval: int
     min_message_size: float
@@ -203,6 +204,7 @@ def load() -> Config:
                 )
                 or 0.0
             ),
+            report_exchanges=int(_get("balancing.report-exchanges")),
             min_send_interval=int(_get("balancing.min-send-interval")),
             max_send_interval=int(_get("balancing.max-send-interval")),
             min_message_size=float(_get("balancing.min-message-size")),

@@ -29,6 +29,27 @@ For one worker, over the last report period:
   grows back when the link has room. Messages under ``min_bytes_to_split`` are
   never split: their transfer time is latency, which splitting does not cut.
 
+What exchange *buys* is weighed against that cost. Over the period the
+worker sums how far each merge moved its state (``merge_shift``) and how far
+its own training moved it between two exchanges (``local_move``), both
+relative to the state's norm. Their ratio is the *benefit*. With rows drawn
+from one distribution, the peers' states differ from the worker's only by
+their own noise since the last merge, so a merge moves the state by about
+``1/sqrt(2)`` of the worker's own movement or less, and exchanging buys
+little over averaging at the end. A merge that moves the state further than
+the worker's own training did brings what the worker's rows do not hold
+(rows of other classes, clusters found elsewhere): exchange pays. So:
+
+* benefit below ``useless_benefit``: the interval grows ``growth`` times per
+  report (after smoothing, about ``sqrt(growth)``) and messages halve, toward
+  no exchange; the rare exchanges that remain are the probes that see when
+  merges start to pay;
+* benefit above ``useful_benefit``: the interval falls to the cost bound at
+  once (the shortest the CPU and link budgets afford, without the progress
+  stretch) and messages grow back to whole states;
+* in between, or with no merge in the period (benefit unknown): the cost law
+  alone, never shortening the interval.
+
 Changes smaller than ``deadband`` are ignored and changes up to
 ``jump_ratio`` are smoothed, so the law holds still on a steady link and
 settles in a few reports when the link changes. A target more than
@@ -82,6 +103,13 @@ class PolicyLimits:
     #: A target more than this factor above the current interval is applied
     #: without smoothing.
     jump_ratio: float = 4.0
+    #: Benefit (merge shift / own movement) below which exchange buys nothing.
+    useless_benefit: float = 0.85
+    #: Benefit above which exchange pays.
+    useful_benefit: float = 1.0
+    #: Factor per report by which the target interval moves away from a useless
+    #: exchange, or toward the cost bound when exchange pays.
+    growth: float = 4.0
 
 
 @dataclass(frozen=True)
@@ -109,6 +137,23 @@ class WorkerSignals:
     #: CPU seconds of the worker's event loop over the period (for the record;
     #: already counted in ``exchange_seconds``).
     loop_seconds: float = 0.0
+    #: Merges over the period (blocks that received at least one message),
+    #: and summed over them: how far each merge moved the worker's state, and
+    #: how far the worker's own training moved it since its previous exchange,
+    #: each relative to the state's norm.
+    merges: int = 0
+    merge_shift: float = 0.0
+    local_move: float = 0.0
+
+    @property
+    def benefit(self) -> float | None:
+        """How far merges moved the state against the worker's own training.
+
+        None when nothing was merged over the period.
+        """
+        if self.merges <= 0 or self.local_move <= 0:
+            return None
+        return self.merge_shift / self.local_move
 
 
 @dataclass
@@ -137,8 +182,14 @@ class BalancingPolicy:
     def __init__(self, limits: PolicyLimits) -> None:
         self.limits = limits
 
-    def target_send_time(self, signals: WorkerSignals) -> tuple[float, str]:
-        """Seconds between two sends this worker can afford, and why."""
+    def target_send_time(
+        self, signals: WorkerSignals, stretch: bool = True
+    ) -> tuple[float, str]:
+        """Seconds between two sends this worker can afford, and why.
+
+        ``stretch=False`` leaves out the progress stretch (used when exchange
+        pays: sending rarely while the loss falls fast would waste it).
+        """
         limits = self.limits
         cpu_bound = signals.exchange_seconds / limits.cpu_budget
         link_bound = signals.send_latency / limits.link_share
@@ -154,14 +205,28 @@ class BalancingPolicy:
         if signals.received > 0 and signals.lost > 0:
             send_time *= 1.0 + signals.lost / signals.received
             reason = "congestion"
-        if signals.progress > 0:
-            stretch = 1.0 + (limits.max_progress_stretch - 1.0) * min(
+        if stretch and signals.progress > 0:
+            factor = 1.0 + (limits.max_progress_stretch - 1.0) * min(
                 1.0, signals.progress / limits.fast_progress
             )
-            if stretch > 1.05:
-                send_time *= stretch
+            if factor > 1.05:
+                send_time *= factor
                 reason = f"{reason}+progress"
         return send_time, reason
+
+    def first_message_size(self, state_bytes: int, requested: float) -> float:
+        """The smallest message this law sends for a state of ``state_bytes``.
+
+        ``min_message_size`` of the state, but no block under
+        ``min_bytes_to_split`` (a whole state if it is that small), and never
+        more than ``requested``. A worker starts with it: the law grows it in
+        a few reports when the link has room.
+        """
+        limits = self.limits
+        if state_bytes <= 0:
+            return requested
+        floor = max(limits.min_message_size, limits.min_bytes_to_split / state_bytes)
+        return min(requested, _clip(floor, limits.min_message_size, 1.0))
 
     def decide(self, current: Settings, signals: WorkerSignals) -> Settings:
         """New settings for a worker from its current ones and its signals.
@@ -181,7 +246,38 @@ class BalancingPolicy:
         limits = self.limits
         if signals.samples_per_second <= 0:
             return current
-        send_time, reason = self.target_send_time(signals)
+        benefit = signals.benefit
+        pays = benefit is not None and benefit >= limits.useful_benefit
+        useless = benefit is not None and benefit < limits.useless_benefit
+        send_time, reason = self.target_send_time(signals, stretch=not pays)
+        message_size, send_time, reason = self._message_size(
+            current, signals, send_time, reason, useless
+        )
+        affordable = max(send_time * signals.samples_per_second, 1.0)
+        if useless:
+            # Move away from exchanging; the rare sends left are the probes.
+            target = max(affordable, current.send_interval * limits.growth)
+            reason = f"{reason}; exchange buys little"
+        elif pays:
+            # Every report at a longer interval than affordable forgoes merges
+            # that pay: go to the cost bound at once.
+            target = affordable
+            reason = f"{reason}; exchange pays"
+        else:
+            # Benefit unknown or unclear: the cost law may only lengthen.
+            target = max(affordable, current.send_interval)
+        return self._settle(current, target, message_size, reason, smooth=not pays)
+
+    def _message_size(
+        self,
+        current: Settings,
+        signals: WorkerSignals,
+        send_time: float,
+        reason: str,
+        useless: bool,
+    ) -> tuple[float, float, str]:
+        """The message size, the send time for it, and why."""
+        limits = self.limits
         message_size = current.message_size
         # The interval bound in samples is also a bound in time.
         max_time = min(
@@ -189,7 +285,10 @@ class BalancingPolicy:
             limits.max_send_interval / signals.samples_per_second,
         )
         splittable = signals.state_bytes * message_size / 2 >= limits.min_bytes_to_split
-        if (
+        if message_size > limits.min_message_size and splittable and useless:
+            message_size = max(message_size / 2.0, limits.min_message_size)
+            reason = f"{reason}: smaller messages"
+        elif (
             send_time > max_time
             and message_size > limits.min_message_size
             and splittable
@@ -201,18 +300,32 @@ class BalancingPolicy:
                 limits.min_message_size,
                 limits.max_message_size,
             )
-            send_time *= message_size / current.message_size
             reason = f"{reason}: smaller messages"
-        elif send_time < 0.25 * max_time and message_size < limits.max_message_size:
+        elif (
+            not useless
+            and send_time < 0.25 * max_time
+            and message_size < limits.max_message_size
+        ):
             # Room on the link: grow messages back before sending more often.
             message_size = _clip(
                 message_size * 2.0, limits.min_message_size, limits.max_message_size
             )
-            send_time *= message_size / current.message_size
             reason = f"{reason}: larger messages"
-        target = max(send_time * signals.samples_per_second, 1.0)
+        send_time *= message_size / current.message_size
+        return message_size, send_time, reason
+
+    def _settle(
+        self,
+        current: Settings,
+        target: float,
+        message_size: float,
+        reason: str,
+        smooth: bool = True,
+    ) -> Settings:
+        """Smooth the move to ``target``; ``current`` if it is too small."""
+        limits = self.limits
         ratio = target / current.send_interval
-        if ratio <= limits.jump_ratio:
+        if smooth and ratio <= limits.jump_ratio:
             smoothed = math.exp(
                 limits.smoothing * math.log(target)
                 + (1.0 - limits.smoothing) * math.log(current.send_interval)
