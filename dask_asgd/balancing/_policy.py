@@ -30,9 +30,9 @@ For one worker, over the last report period:
   never split: their transfer time is latency, which splitting does not cut.
 
 What exchange *buys* is weighed against that cost. Over the period the
-worker sums how far each merge moved its state (``merge_shift``) and how far
-its own training moved it between two exchanges (``local_move``), both
-relative to the state's norm. Their ratio is the *benefit*. With rows drawn
+worker sums how far each merge moved the columns it merged (``merge_shift``)
+and how far its own training had moved the same columns since its previous
+exchange (``local_move``). Their ratio is the *benefit*. With rows drawn
 from one distribution, the peers' states differ from the worker's only by
 their own noise since the last merge, so a merge moves the state by about
 ``1/sqrt(2)`` of the worker's own movement or less, and exchanging buys
@@ -45,8 +45,11 @@ the worker's own training did brings what the worker's rows do not hold
   no exchange; the rare exchanges that remain are the probes that see when
   merges start to pay;
 * benefit above ``useful_benefit``: the interval falls to the cost bound at
-  once (the shortest the CPU and link budgets afford, without the progress
-  stretch) and messages grow back to whole states;
+  once, and messages grow back to whole states. The bound is then the CPU
+  budget and the whole link (not ``link_share`` of it), stretched only for
+  failed sends: no progress stretch, and publishes dropped at the in-flight
+  bound or messages overwritten in a mailbox, which cost little, do not
+  count against merging often;
 * in between, or with no merge in the period (benefit unknown): the cost law
   alone, never shortening the interval.
 
@@ -104,7 +107,7 @@ class PolicyLimits:
     #: without smoothing.
     jump_ratio: float = 4.0
     #: Benefit (merge shift / own movement) below which exchange buys nothing.
-    useless_benefit: float = 0.85
+    useless_benefit: float = 0.5
     #: Benefit above which exchange pays.
     useful_benefit: float = 1.0
     #: Factor per report by which the target interval moves away from a useless
@@ -138,9 +141,9 @@ class WorkerSignals:
     #: already counted in ``exchange_seconds``).
     loop_seconds: float = 0.0
     #: Merges over the period (blocks that received at least one message),
-    #: and summed over them: how far each merge moved the worker's state, and
-    #: how far the worker's own training moved it since its previous exchange,
-    #: each relative to the state's norm.
+    #: and summed over them: how far each merge moved the merged columns, and
+    #: how far the worker's own training had moved the same columns since its
+    #: previous exchange (Euclidean norms).
     merges: int = 0
     merge_shift: float = 0.0
     local_move: float = 0.0
@@ -183,29 +186,32 @@ class BalancingPolicy:
         self.limits = limits
 
     def target_send_time(
-        self, signals: WorkerSignals, stretch: bool = True
+        self, signals: WorkerSignals, paying: bool = False
     ) -> tuple[float, str]:
         """Seconds between two sends this worker can afford, and why.
 
-        ``stretch=False`` leaves out the progress stretch (used when exchange
-        pays: sending rarely while the loss falls fast would waste it).
+        ``paying=True`` (exchange pays) spends the whole link, not
+        ``link_share`` of it, counts only failed sends as congestion (a
+        publish dropped at the in-flight bound or a message overwritten in a
+        mailbox costs little; merging less often costs the model) and leaves
+        out the progress stretch.
         """
         limits = self.limits
         cpu_bound = signals.exchange_seconds / limits.cpu_budget
-        link_bound = signals.send_latency / limits.link_share
+        link_bound = signals.send_latency / (1.0 if paying else limits.link_share)
         send_time, reason = (
             (cpu_bound, "cpu") if cpu_bound >= link_bound else (link_bound, "link")
         )
         attempted = signals.published
-        undelivered = signals.dropped + signals.failed
+        undelivered = signals.failed + (0 if paying else signals.dropped)
         if attempted > 0 and undelivered > 0:
             # The link did not keep up: stretch by the share that was lost.
             send_time *= 1.0 + 2.0 * undelivered / attempted
             reason = "congestion"
-        if signals.received > 0 and signals.lost > 0:
+        if not paying and signals.received > 0 and signals.lost > 0:
             send_time *= 1.0 + signals.lost / signals.received
             reason = "congestion"
-        if stretch and signals.progress > 0:
+        if not paying and signals.progress > 0:
             factor = 1.0 + (limits.max_progress_stretch - 1.0) * min(
                 1.0, signals.progress / limits.fast_progress
             )
@@ -249,7 +255,7 @@ class BalancingPolicy:
         benefit = signals.benefit
         pays = benefit is not None and benefit >= limits.useful_benefit
         useless = benefit is not None and benefit < limits.useless_benefit
-        send_time, reason = self.target_send_time(signals, stretch=not pays)
+        send_time, reason = self.target_send_time(signals, paying=pays)
         message_size, send_time, reason = self._message_size(
             current, signals, send_time, reason, useless
         )

@@ -101,6 +101,11 @@ class Communicator:
     report_exchanges : int, optional
         A report goes out after this many exchanges, however short the time
         they took; None reports by time only.
+    cpu_budget : float, optional
+        Share of the worker's time one exchange may take: after an exchange
+        that took ``t`` seconds, the next waits for at least ``t /
+        cpu_budget`` seconds of training, whatever the send interval. None
+        (fixed intervals) sends at the send interval.
     loop_cpu : callable, optional
         Returns this worker's share of its event loop's CPU seconds so far;
         the loop's CPU over a report period is counted into the cost of the
@@ -118,8 +123,12 @@ class Communicator:
         loop_cpu: Callable[[], float] | None = None,
         clock: Callable[[], float] = time.perf_counter,
         report_exchanges: int | None = None,
+        cpu_budget: float | None = None,
     ) -> None:
         self.exchange = exchange
+        self.cpu_budget = cpu_budget
+        self._cpu_floor = 0
+        self._last_exchange_end = clock()
         self.send_interval = int(send_interval)
         self.balancer = balancer
         self.report_period = report_period
@@ -152,11 +161,15 @@ class Communicator:
 
     def samples_until_send(self) -> int:
         """Samples to train before the next exchange is due."""
-        return max(1, self.send_interval - self._since_send)
+        return max(1, self._due() - self._since_send)
+
+    def _due(self) -> int:
+        return max(self.send_interval, self._cpu_floor)
 
     def start(self, state: ExchangedState) -> None:
         """Remember the state training starts from (the Parzen ``w``)."""
         self._previous = state.exchanged()
+        self._last_exchange_end = self._clock()
 
     def after_samples(self, n_samples: int, loss: float, state: ExchangedState) -> None:
         """Account for ``n_samples`` just trained; exchange or report if due.
@@ -173,7 +186,7 @@ class Communicator:
         self._since_send += n_samples
         self._period_samples += n_samples
         self._period_loss += loss
-        if self._since_send >= self.send_interval:
+        if self._since_send >= self._due():
             began = self._clock()
             self._merge(state)
             # A non-finite state is never sent: it would spoil every peer.
@@ -181,11 +194,26 @@ class Communicator:
                 # The exchanged matrix just sent is also the next Parzen
                 # ``w``: one copy of the state per exchange instead of two.
                 self._previous = self.exchange.publish(state)
-            self._period_exchange_seconds += self._clock() - began
+            ended = self._clock()
+            self._period_exchange_seconds += ended - began
             self._period_exchanges += 1
+            self._hold_to_cpu_budget(ended - began, began - self._last_exchange_end)
+            self._last_exchange_end = ended
             self._since_send = 0
         if self.balancer is not None:
             self._balance(state)
+
+    def _hold_to_cpu_budget(self, spent: float, trained: float) -> None:
+        """Train at least ``spent / cpu_budget`` seconds before the next exchange.
+
+        The balancer's CPU bound, applied on the worker from the exchange just
+        made: until the balancer's first answer, and between its answers, an
+        exchange never takes more than ``cpu_budget`` of the worker's time.
+        """
+        if self.cpu_budget is None or trained <= 0:
+            return
+        rate = self._since_send / trained
+        self._cpu_floor = int(spent / self.cpu_budget * rate)
 
     def _merge(self, state: ExchangedState) -> None:
         """Merge what peers sent; note whose fault a non-finite state is.

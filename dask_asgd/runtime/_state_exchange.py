@@ -71,12 +71,12 @@ class StateExchange:
         self.accepted = 0
         self.rejected = 0
         #: Merges (blocks that received at least one message) and, summed over
-        #: them, how far the merge moved the block and how far the peers'
-        #: blocks lay from it, both relative to the block's norm: what an
-        #: exchange buys (see :class:`~dask_asgd.balancing.WorkerSignals`).
+        #: them, how far the merge moved the block's columns and how far the
+        #: worker's own training had moved the same columns since its previous
+        #: exchange (Euclidean norms): what an exchange buys (see
+        #: :class:`~dask_asgd.balancing.WorkerSignals`).
         self.merges = 0
         self.merge_shift = 0.0
-        self.disagreement = 0.0
         self.local_move = 0.0
 
     def set_message_size(self, message_size: float) -> None:
@@ -102,12 +102,8 @@ class StateExchange:
         if not messages:
             return
         proposal = state.exchanged()
-        if previous is not None and previous.shape == proposal.shape:
-            scale = float(np.linalg.norm(previous))
-            if scale > 0:
-                move = float(np.linalg.norm(proposal - previous)) / scale
-                if math.isfinite(move):
-                    self.local_move += move
+        if previous is not None and previous.shape != proposal.shape:
+            previous = None
         # Keyed by start and width: peers whose message size changed send
         # blocks of other widths from the same column.
         by_block: dict[tuple[int, int], list[np.ndarray]] = defaultdict(list)
@@ -140,22 +136,22 @@ class StateExchange:
                     proposal[:, start:stop] + received.sum(axis=0)
                 ) / (received.shape[0] + 1)
                 self.accepted += received.shape[0] * received.shape[1]
-            self._note_merge(before, proposal[:, start:stop], received)
+            if previous is not None:
+                self._note_merge(
+                    before, proposal[:, start:stop], previous[:, start:stop]
+                )
         state.set_exchanged(proposal)
 
     def _note_merge(
-        self, before: np.ndarray, after: np.ndarray, received: np.ndarray
+        self, before: np.ndarray, after: np.ndarray, previous: np.ndarray
     ) -> None:
-        """Add one block's merge shift and disagreement to the counters."""
-        scale = float(np.linalg.norm(before))
-        if not math.isfinite(scale) or scale == 0.0:
-            return
-        shift = float(np.linalg.norm(after - before)) / scale
-        apart = float(np.linalg.norm(received.mean(axis=0) - before)) / scale
-        if math.isfinite(shift) and math.isfinite(apart):
+        """Add one block's merge shift and own movement to the counters."""
+        shift = float(np.linalg.norm(after - before))
+        move = float(np.linalg.norm(before - previous))
+        if math.isfinite(shift) and math.isfinite(move):
             self.merges += 1
             self.merge_shift += shift
-            self.disagreement += apart
+            self.local_move += move
 
     def publish(self, state: ExchangedState) -> np.ndarray:
         """Send the next block of ``state`` to a random peer, without waiting.
@@ -210,7 +206,6 @@ class StateExchange:
             "rows_rejected": self.rejected,
             "merges": self.merges,
             "merge_shift": self.merge_shift,
-            "disagreement": self.disagreement,
             "local_move": self.local_move,
             "bytes_sent": sent.get("bytes_sent", 0),
             "bytes_received": sent.get("bytes_received", 0),

@@ -303,6 +303,7 @@ def open_communicator(
             report_period=task.config.balancing.report_period,
             loop_cpu=event_loop_cpu_clock(get_worker()),
             report_exchanges=task.config.balancing.report_exchanges,
+            cpu_budget=adaptive_cpu_budget(task),
         )
     finally:
         endpoint.close()
@@ -314,3 +315,10 @@ def start_message_size(task: FitTask, state_bytes: int) -> float:
     if options.communication != "adaptive":
         return options.message_size
     return first_message_size(task.config.balancing, state_bytes, options.message_size)
+
+
+def adaptive_cpu_budget(task: FitTask) -> float | None:
+    """The CPU budget a worker holds its exchanges to, None unless adaptive."""
+    if task.exchange.communication != "adaptive":
+        return None
+    return task.config.balancing.cpu_budget

@@ -31,7 +31,7 @@ from ..runtime._driver import combine
 from ..runtime._fit import policy_limits
 from ..runtime._state_exchange import StateExchange
 from ..runtime._supervisor import Member
-from ..runtime._worker_loop import start_message_size
+from ..runtime._worker_loop import adaptive_cpu_budget, start_message_size
 from ._network import LinkModel, SimulatedNetwork
 from ._virtual_time import VirtualTime
 
@@ -399,4 +399,5 @@ def _communicator(
         report_period=task.config.balancing.report_period,
         clock=time.clock(worker),
         report_exchanges=task.config.balancing.report_exchanges,
+        cpu_budget=adaptive_cpu_budget(task),
     )
