@@ -23,6 +23,7 @@ MODES: dict[str, dict[str, Any]] = {
     "fixed-4096": {"communication": "fixed", "send_interval": 4096},
     "fixed-16384": {"communication": "fixed", "send_interval": 16384},
     "adaptive": {"communication": "adaptive"},
+    "adaptive-256": {"communication": "adaptive", "send_interval": 256},
     "no-parzen-256": {"communication": "fixed", "send_interval": 256,
                       "parzen_window": False},
 }  # fmt: skip
