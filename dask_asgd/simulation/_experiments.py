@@ -26,6 +26,8 @@ MODES: dict[str, dict[str, Any]] = {
     "adaptive-256": {"communication": "adaptive", "send_interval": 256},
     "no-parzen-256": {"communication": "fixed", "send_interval": 256,
                       "parzen_window": False},
+    "parzen-256": {"communication": "fixed", "send_interval": 256,
+                   "parzen_window": True},
 }  # fmt: skip
 
 #: Link speeds of the speed-up experiment, in bytes per second.
