@@ -213,7 +213,7 @@ class Communicator:
         if self.cpu_budget is None or trained <= 0:
             return
         rate = self._since_send / trained
-        self._cpu_floor = int(spent / self.cpu_budget * rate)
+        self._cpu_floor = round(spent / self.cpu_budget * rate)
 
     def _merge(self, state: ExchangedState) -> None:
         """Merge what peers sent; note whose fault a non-finite state is.
