@@ -176,6 +176,7 @@ class BalancingConfig:
     """``asgd.balancing.*``: period and bounds of the balancer."""
 
     report_period: float
+    report_exchanges: int
     min_send_interval: int
     max_send_interval: int
     min_message_size: float
@@ -259,6 +260,7 @@ def load() -> Config:
                 )
                 or 0.0
             ),
+            report_exchanges=_integer("balancing.report-exchanges"),
             min_send_interval=_integer("balancing.min-send-interval"),
             max_send_interval=_integer("balancing.max-send-interval"),
             min_message_size=_number("balancing.min-message-size"),

@@ -29,6 +29,30 @@ For one worker, over the last report period:
   grows back when the link has room. Messages under ``min_bytes_to_split`` are
   never split: their transfer time is latency, which splitting does not cut.
 
+What exchange *buys* is weighed against that cost. Over the period the
+worker sums how far each merge moved the columns it merged (``merge_shift``)
+and how far its own training had moved the same columns since its previous
+exchange (``local_move``). Their ratio is the *benefit*. With rows drawn
+from one distribution, the peers' states differ from the worker's only by
+their own noise since the last merge, so a merge moves the state by about
+``1/sqrt(2)`` of the worker's own movement or less, and exchanging buys
+little over averaging at the end. A merge that moves the state further than
+the worker's own training did brings what the worker's rows do not hold
+(rows of other classes, clusters found elsewhere): exchange pays. So:
+
+* benefit below ``useless_benefit``: the interval grows ``growth`` times per
+  report (after smoothing, about ``sqrt(growth)``) and messages halve, toward
+  no exchange; the rare exchanges that remain are the probes that see when
+  merges start to pay;
+* benefit above ``useful_benefit``: the interval falls to the cost bound at
+  once, and messages grow back to whole states. The bound is then the CPU
+  budget and the whole link (not ``link_share`` of it), stretched only for
+  failed sends: no progress stretch, and publishes dropped at the in-flight
+  bound or messages overwritten in a mailbox, which cost little, do not
+  count against merging often;
+* in between, or with no merge in the period (benefit unknown): the cost law
+  alone, never shortening the interval.
+
 Changes smaller than ``deadband`` are ignored and changes up to
 ``jump_ratio`` are smoothed, so the law holds still on a steady link and
 settles in a few reports when the link changes. A target more than
@@ -82,6 +106,13 @@ class PolicyLimits:
     #: A target more than this factor above the current interval is applied
     #: without smoothing.
     jump_ratio: float = 4.0
+    #: Benefit (merge shift / own movement) below which exchange buys nothing.
+    useless_benefit: float = 0.5
+    #: Benefit above which exchange pays.
+    useful_benefit: float = 1.0
+    #: Factor per report by which the target interval moves away from a useless
+    #: exchange, or toward the cost bound when exchange pays.
+    growth: float = 4.0
 
 
 @dataclass(frozen=True)
@@ -112,6 +143,23 @@ class WorkerSignals:
     #: Seconds of wall time the period lasted (0 if unknown): the counters'
     #: rates, for the dashboard page.
     period: float = 0.0
+    #: Merges over the period (blocks that received at least one message),
+    #: and summed over them: how far each merge moved the merged columns, and
+    #: how far the worker's own training had moved the same columns since its
+    #: previous exchange (Euclidean norms).
+    merges: int = 0
+    merge_shift: float = 0.0
+    local_move: float = 0.0
+
+    @property
+    def benefit(self) -> float | None:
+        """How far merges moved the state against the worker's own training.
+
+        None when nothing was merged over the period.
+        """
+        if self.merges <= 0 or self.local_move <= 0:
+            return None
+        return self.merge_shift / self.local_move
 
 
 @dataclass
@@ -140,31 +188,54 @@ class BalancingPolicy:
     def __init__(self, limits: PolicyLimits) -> None:
         self.limits = limits
 
-    def target_send_time(self, signals: WorkerSignals) -> tuple[float, str]:
-        """Seconds between two sends this worker can afford, and why."""
+    def target_send_time(
+        self, signals: WorkerSignals, paying: bool = False
+    ) -> tuple[float, str]:
+        """Seconds between two sends this worker can afford, and why.
+
+        ``paying=True`` (exchange pays) spends the whole link, not
+        ``link_share`` of it, counts only failed sends as congestion (a
+        publish dropped at the in-flight bound or a message overwritten in a
+        mailbox costs little; merging less often costs the model) and leaves
+        out the progress stretch.
+        """
         limits = self.limits
         cpu_bound = signals.exchange_seconds / limits.cpu_budget
-        link_bound = signals.send_latency / limits.link_share
+        link_bound = signals.send_latency / (1.0 if paying else limits.link_share)
         send_time, reason = (
             (cpu_bound, "cpu") if cpu_bound >= link_bound else (link_bound, "link")
         )
         attempted = signals.published
-        undelivered = signals.dropped + signals.failed
+        undelivered = signals.failed + (0 if paying else signals.dropped)
         if attempted > 0 and undelivered > 0:
             # The link did not keep up: stretch by the share that was lost.
             send_time *= 1.0 + 2.0 * undelivered / attempted
             reason = "congestion"
-        if signals.received > 0 and signals.lost > 0:
+        if not paying and signals.received > 0 and signals.lost > 0:
             send_time *= 1.0 + signals.lost / signals.received
             reason = "congestion"
-        if signals.progress > 0:
-            stretch = 1.0 + (limits.max_progress_stretch - 1.0) * min(
+        if not paying and signals.progress > 0:
+            factor = 1.0 + (limits.max_progress_stretch - 1.0) * min(
                 1.0, signals.progress / limits.fast_progress
             )
-            if stretch > 1.05:
-                send_time *= stretch
+            if factor > 1.05:
+                send_time *= factor
                 reason = f"{reason}+progress"
         return send_time, reason
+
+    def first_message_size(self, state_bytes: int, requested: float) -> float:
+        """The smallest message this law sends for a state of ``state_bytes``.
+
+        ``min_message_size`` of the state, but no block under
+        ``min_bytes_to_split`` (a whole state if it is that small), and never
+        more than ``requested``. A worker starts with it: the law grows it in
+        a few reports when the link has room.
+        """
+        limits = self.limits
+        if state_bytes <= 0:
+            return requested
+        floor = max(limits.min_message_size, limits.min_bytes_to_split / state_bytes)
+        return min(requested, _clip(floor, limits.min_message_size, 1.0))
 
     def decide(self, current: Settings, signals: WorkerSignals) -> Settings:
         """New settings for a worker from its current ones and its signals.
@@ -184,7 +255,38 @@ class BalancingPolicy:
         limits = self.limits
         if signals.samples_per_second <= 0:
             return current
-        send_time, reason = self.target_send_time(signals)
+        benefit = signals.benefit
+        pays = benefit is not None and benefit >= limits.useful_benefit
+        useless = benefit is not None and benefit < limits.useless_benefit
+        send_time, reason = self.target_send_time(signals, paying=pays)
+        message_size, send_time, reason = self._message_size(
+            current, signals, send_time, reason, useless
+        )
+        affordable = max(send_time * signals.samples_per_second, 1.0)
+        if useless:
+            # Move away from exchanging; the rare sends left are the probes.
+            target = max(affordable, current.send_interval * limits.growth)
+            reason = f"{reason}; exchange buys little"
+        elif pays:
+            # Every report at a longer interval than affordable forgoes merges
+            # that pay: go to the cost bound at once.
+            target = affordable
+            reason = f"{reason}; exchange pays"
+        else:
+            # Benefit unknown or unclear: the cost law may only lengthen.
+            target = max(affordable, current.send_interval)
+        return self._settle(current, target, message_size, reason, smooth=not pays)
+
+    def _message_size(
+        self,
+        current: Settings,
+        signals: WorkerSignals,
+        send_time: float,
+        reason: str,
+        useless: bool,
+    ) -> tuple[float, float, str]:
+        """The message size, the send time for it, and why."""
+        limits = self.limits
         message_size = current.message_size
         # The interval bound in samples is also a bound in time.
         max_time = min(
@@ -192,7 +294,10 @@ class BalancingPolicy:
             limits.max_send_interval / signals.samples_per_second,
         )
         splittable = signals.state_bytes * message_size / 2 >= limits.min_bytes_to_split
-        if (
+        if message_size > limits.min_message_size and splittable and useless:
+            message_size = max(message_size / 2.0, limits.min_message_size)
+            reason = f"{reason}: smaller messages"
+        elif (
             send_time > max_time
             and message_size > limits.min_message_size
             and splittable
@@ -204,18 +309,32 @@ class BalancingPolicy:
                 limits.min_message_size,
                 limits.max_message_size,
             )
-            send_time *= message_size / current.message_size
             reason = f"{reason}: smaller messages"
-        elif send_time < 0.25 * max_time and message_size < limits.max_message_size:
+        elif (
+            not useless
+            and send_time < 0.25 * max_time
+            and message_size < limits.max_message_size
+        ):
             # Room on the link: grow messages back before sending more often.
             message_size = _clip(
                 message_size * 2.0, limits.min_message_size, limits.max_message_size
             )
-            send_time *= message_size / current.message_size
             reason = f"{reason}: larger messages"
-        target = max(send_time * signals.samples_per_second, 1.0)
+        send_time *= message_size / current.message_size
+        return message_size, send_time, reason
+
+    def _settle(
+        self,
+        current: Settings,
+        target: float,
+        message_size: float,
+        reason: str,
+        smooth: bool = True,
+    ) -> Settings:
+        """Smooth the move to ``target``; ``current`` if it is too small."""
+        limits = self.limits
         ratio = target / current.send_interval
-        if ratio <= limits.jump_ratio:
+        if smooth and ratio <= limits.jump_ratio:
             smoothed = math.exp(
                 limits.smoothing * math.log(target)
                 + (1.0 - limits.smoothing) * math.log(current.send_interval)

@@ -499,6 +499,20 @@ class Publisher:
             self._closed = True
             self._spare.clear()
 
+    def cancel_in_flight(self) -> None:
+        """Close and cancel the sends in flight, without waiting (thread-safe).
+
+        What a closed topic still has on the wire is of no use to anyone:
+        at the end of a fit the peers have stopped merging, and a multi-MB
+        send on a slow link would hold the link while the driver gathers the
+        states. Cancelled sends are counted in ``cancelled``.
+        """
+        self.close()
+        try:
+            asyncio.run_coroutine_threadsafe(self.aclose(), self._loop)
+        except RuntimeError:  # the loop is closed: no send runs on it
+            logger.debug("%s: loop closed, no send to cancel", self.spec)
+
     async def aclose(self) -> None:
         """Close, cancel the sends in flight and wait for them (loop thread)."""
         self.close()

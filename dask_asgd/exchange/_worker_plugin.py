@@ -234,15 +234,16 @@ class Endpoint:
 
         Unread messages are discarded at once (their memory is freed now,
         counted in ``discarded``); only counters are kept for the refusals
-        of late messages. Sends already in flight finish (each within
-        ``send_timeout``); new publishes are dropped. Calling it again does
+        of late messages. Sends still in flight are cancelled (counted in
+        ``cancelled``), so that the end of a fit never waits for them; new
+        publishes are dropped. Calling it again does
         nothing. A task that joins the topic on this worker again (a
         restarted one) gets its messages.
         """
         if self._closed:
             return
         self._closed = True
-        self._publisher.close()
+        self._publisher.cancel_in_flight()
         self._plugin._unsubscribe(self)
         # After the unsubscription: the handler can no longer deliver here.
         self._mailbox.discard()

@@ -18,7 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ..balancing import Settings, WorkerSignals
+from .. import _config
+from ..balancing import BalancingPolicy, PolicyLimits, Settings, WorkerSignals
 from ..learners import ExchangedState
 from ._state_exchange import StateExchange
 from ._task import NONFINITE_OWN, NONFINITE_PEER
@@ -32,6 +33,10 @@ logger = logging.getLogger(__name__)
 #: short fit.
 FIRST_REPORT_EXCHANGES = 4
 
+#: Exchange counters of what merges bought, compared from one report to the
+#: next (see :class:`~dask_asgd.balancing.WorkerSignals`).
+_BENEFIT = ("merges", "merge_shift", "local_move")
+
 #: Endpoint counters a report compares from one period to the next.
 _COUNTERS = (
     "published",
@@ -43,6 +48,32 @@ _COUNTERS = (
     "send_latency_total",
     "in_flight",
 )
+
+
+def policy_limits(balancing: _config.BalancingConfig) -> PolicyLimits:
+    """The balancer's bounds from the ``asgd.balancing`` settings."""
+    return PolicyLimits(
+        min_send_interval=balancing.min_send_interval,
+        max_send_interval=balancing.max_send_interval,
+        min_message_size=balancing.min_message_size,
+        cpu_budget=balancing.cpu_budget,
+        max_send_time=balancing.max_send_time,
+    )
+
+
+def first_message_size(
+    balancing: _config.BalancingConfig, state_bytes: int, requested: float
+) -> float:
+    """The message size an adaptive worker starts with.
+
+    Before the balancer has measured anything, a worker sends the smallest
+    message the law would choose for its state (see
+    :meth:`BalancingPolicy.first_message_size`), never more than the user's
+    ``message_size``: start-up spends no more of the link than the law would
+    budget on the slowest link.
+    """
+    policy = BalancingPolicy(policy_limits(balancing))
+    return policy.first_message_size(state_bytes, requested)
 
 
 class SettingsSource(Protocol):
@@ -64,10 +95,17 @@ class Communicator:
     send_interval : int
         Samples between two exchanges at the start.
     balancer : SettingsSource or None
-        Where to ask for new settings every ``report_period`` seconds; None
-        keeps the settings fixed.
+        Where to ask for new settings; None keeps the settings fixed.
     report_period : float
-        Seconds between two balancing reports.
+        Longest time between two balancing reports, in seconds.
+    report_exchanges : int, optional
+        A report goes out after this many exchanges, however short the time
+        they took; None reports by time only.
+    cpu_budget : float, optional
+        Share of the worker's time one exchange may take: after an exchange
+        that took ``t`` seconds, the next waits for at least ``t /
+        cpu_budget`` seconds of training, whatever the send interval. None
+        (fixed intervals) sends at the send interval.
     loop_cpu : callable, optional
         Returns this worker's share of its event loop's CPU seconds so far;
         the loop's CPU over a report period is counted into the cost of the
@@ -84,11 +122,17 @@ class Communicator:
         report_period: float,
         loop_cpu: Callable[[], float] | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        report_exchanges: int | None = None,
+        cpu_budget: float | None = None,
     ) -> None:
         self.exchange = exchange
+        self.cpu_budget = cpu_budget
+        self._cpu_floor = 0
+        self._last_exchange_end = clock()
         self.send_interval = int(send_interval)
         self.balancer = balancer
         self.report_period = report_period
+        self.report_exchanges = report_exchanges
         self._clock = clock
         self.started = clock()
         self._previous: Any = None
@@ -107,6 +151,7 @@ class Communicator:
         self._latency = 0.0
         self._signals: WorkerSignals | None = None
         self._last_counters = self._counters()
+        self._last_benefit = self._benefit_counters()
         self._reports = 0
         #: NONFINITE_OWN or NONFINITE_PEER once the state was found non-finite
         #: at an exchange.
@@ -116,12 +161,15 @@ class Communicator:
 
     def samples_until_send(self) -> int:
         """Samples to train before the next exchange is due."""
-        return max(1, self.send_interval - self._since_send)
+        return max(1, self._due() - self._since_send)
+
+    def _due(self) -> int:
+        return max(self.send_interval, self._cpu_floor)
 
     def start(self, state: ExchangedState) -> None:
         """Remember the state training starts from (the Parzen ``w``)."""
-        if self.exchange.parzen_window:
-            self._previous = state.exchanged()
+        self._previous = state.exchanged()
+        self._last_exchange_end = self._clock()
 
     def after_samples(self, n_samples: int, loss: float, state: ExchangedState) -> None:
         """Account for ``n_samples`` just trained; exchange or report if due.
@@ -138,21 +186,34 @@ class Communicator:
         self._since_send += n_samples
         self._period_samples += n_samples
         self._period_loss += loss
-        if self._since_send >= self.send_interval:
+        if self._since_send >= self._due():
             began = self._clock()
             self._merge(state)
             # A non-finite state is never sent: it would spoil every peer.
             if self.nonfinite_cause is None:
                 # The exchanged matrix just sent is also the next Parzen
                 # ``w``: one copy of the state per exchange instead of two.
-                sent_from = self.exchange.publish(state)
-                if self.exchange.parzen_window:
-                    self._previous = sent_from
-            self._period_exchange_seconds += self._clock() - began
+                self._previous = self.exchange.publish(state)
+            ended = self._clock()
+            self._period_exchange_seconds += ended - began
             self._period_exchanges += 1
+            self._hold_to_cpu_budget(ended - began, began - self._last_exchange_end)
+            self._last_exchange_end = ended
             self._since_send = 0
         if self.balancer is not None:
             self._balance(state)
+
+    def _hold_to_cpu_budget(self, spent: float, trained: float) -> None:
+        """Train at least ``spent / cpu_budget`` seconds before the next exchange.
+
+        The balancer's CPU bound, applied on the worker from the exchange just
+        made: until the balancer's first answer, and between its answers, an
+        exchange never takes more than ``cpu_budget`` of the worker's time.
+        """
+        if self.cpu_budget is None or trained <= 0:
+            return
+        rate = self._since_send / trained
+        self._cpu_floor = round(spent / self.cpu_budget * rate)
 
     def _merge(self, state: ExchangedState) -> None:
         """Merge what peers sent; note whose fault a non-finite state is.
@@ -172,10 +233,18 @@ class Communicator:
         stats = self.exchange.endpoint.stats()
         return {key: float(stats.get(key, 0)) for key in _COUNTERS}
 
+    def _benefit_counters(self) -> dict[str, float]:
+        return {key: float(getattr(self.exchange, key)) for key in _BENEFIT}
+
     def _report_due(self, elapsed: float) -> bool:
         if self._pending is not None:
             return False
         if elapsed >= self.report_period:
+            return True
+        if (
+            self.report_exchanges is not None
+            and self._period_exchanges >= self.report_exchanges
+        ):
             return True
         # Early only on a measurement: before any send has completed, the
         # only latency known is the age of the sends in flight, and at
@@ -231,7 +300,7 @@ class Communicator:
             progress = max(
                 0.0, (self._last_loss_rate - loss_rate) / self._last_loss_rate
             )
-            progress /= elapsed
+            progress /= max(elapsed, 1e-12)
         self._last_loss_rate = loss_rate
         loop_seconds = 0.0
         if self._loop_cpu is not None:
@@ -242,8 +311,11 @@ class Communicator:
             self._exchange_cost = (
                 self._period_exchange_seconds + loop_seconds
             ) / self._period_exchanges
+        benefit = self._benefit_counters()
+        merged = {k: benefit[k] - self._last_benefit[k] for k in _BENEFIT}
+        self._last_benefit = benefit
         return WorkerSignals(
-            samples_per_second=self._period_samples / elapsed,
+            samples_per_second=self._period_samples / max(elapsed, 1e-12),
             exchange_seconds=self._exchange_cost,
             send_latency=self._latency,
             published=int(delta["published"]),
@@ -255,6 +327,9 @@ class Communicator:
             state_bytes=state.exchanged_nbytes,
             loop_seconds=loop_seconds,
             period=elapsed,
+            merges=int(merged["merges"]),
+            merge_shift=merged["merge_shift"],
+            local_move=merged["local_move"],
         )
 
     def _apply(self, future: concurrent.futures.Future) -> None:

@@ -9,9 +9,9 @@ import numpy as np
 
 from .. import _config
 from ..backends import connect, install_plugins
-from ..balancing import PolicyLimits
 from ..coordination import FitRegistry
 from ..learners import Learner
+from ._communicator import policy_limits
 from ._driver import DaskTaskRunner, FitOutcome, run_fit
 from ._placement import DaskRows, InMemoryRows, cluster_workers
 from ._recovery import ClusterReplacer
@@ -113,14 +113,3 @@ def fit_on_cluster(
             label=label,
             epoch_means=epoch_means,
         )
-
-
-def policy_limits(balancing: _config.BalancingConfig) -> PolicyLimits:
-    """The balancer's bounds from the ``asgd.balancing`` settings."""
-    return PolicyLimits(
-        min_send_interval=balancing.min_send_interval,
-        max_send_interval=balancing.max_send_interval,
-        min_message_size=balancing.min_message_size,
-        cpu_budget=balancing.cpu_budget,
-        max_send_time=balancing.max_send_time,
-    )

@@ -70,6 +70,14 @@ class StateExchange:
         self._next_block = 0
         self.accepted = 0
         self.rejected = 0
+        #: Merges (blocks that received at least one message) and, summed over
+        #: them, how far the merge moved the block's columns and how far the
+        #: worker's own training had moved the same columns since its previous
+        #: exchange (Euclidean norms): what an exchange buys (see
+        #: :class:`~dask_asgd.balancing.WorkerSignals`).
+        self.merges = 0
+        self.merge_shift = 0.0
+        self.local_move = 0.0
 
     def set_message_size(self, message_size: float) -> None:
         """Change the fraction of the state each message carries."""
@@ -94,6 +102,8 @@ class StateExchange:
         if not messages:
             return
         proposal = state.exchanged()
+        if previous is not None and previous.shape != proposal.shape:
+            previous = None
         # Keyed by start and width: peers whose message size changed send
         # blocks of other widths from the same column.
         by_block: dict[tuple[int, int], list[np.ndarray]] = defaultdict(list)
@@ -113,6 +123,8 @@ class StateExchange:
             )
         for (start, _), payloads in by_block.items():
             received = np.stack(payloads)
+            stop = start + received.shape[2]
+            before = proposal[:, start:stop].copy()
             if self.parzen_window and previous is not None:
                 accepted = parzen_merge(
                     previous, proposal, received, start, self.parzen_per_row
@@ -120,12 +132,26 @@ class StateExchange:
                 self.accepted += int(accepted.sum())
                 self.rejected += int(accepted.size - accepted.sum())
             else:
-                stop = start + received.shape[2]
                 proposal[:, start:stop] = (
                     proposal[:, start:stop] + received.sum(axis=0)
                 ) / (received.shape[0] + 1)
                 self.accepted += received.shape[0] * received.shape[1]
+            if previous is not None:
+                self._note_merge(
+                    before, proposal[:, start:stop], previous[:, start:stop]
+                )
         state.set_exchanged(proposal)
+
+    def _note_merge(
+        self, before: np.ndarray, after: np.ndarray, previous: np.ndarray
+    ) -> None:
+        """Add one block's merge shift and own movement to the counters."""
+        shift = float(np.linalg.norm(after - before))
+        move = float(np.linalg.norm(before - previous))
+        if math.isfinite(shift) and math.isfinite(move):
+            self.merges += 1
+            self.merge_shift += shift
+            self.local_move += move
 
     def publish(self, state: ExchangedState) -> np.ndarray:
         """Send the next block of ``state`` to a random peer, without waiting.
@@ -178,6 +204,9 @@ class StateExchange:
             "messages_refused": sent.get("refused", 0),
             "rows_accepted": self.accepted,
             "rows_rejected": self.rejected,
+            "merges": self.merges,
+            "merge_shift": self.merge_shift,
+            "local_move": self.local_move,
             "bytes_sent": sent.get("bytes_sent", 0),
             "bytes_received": sent.get("bytes_received", 0),
             "send_latency": sent.get("send_latency", 0.0),

@@ -22,7 +22,7 @@ import numpy as np
 from ..coordination import EpochAnswer, WorkerControlPlane
 from ..exchange import TopicSpec, join_topic
 from ..learners import ExchangedState, LearnerRun, Partition
-from ._communicator import Communicator, SettingsSource
+from ._communicator import Communicator, SettingsSource, first_message_size
 from ._handover import leaving_states, taken_state
 from ._loop_cpu import event_loop_cpu_clock
 from ._shuffle import epoch_order
@@ -314,7 +314,7 @@ def open_communicator(
         exchange = StateExchange(
             endpoint,
             start.shape[1],
-            options.message_size,
+            start_message_size(task, start.nbytes),
             options.parzen_window,
             type(task.learner.state).parzen_per_row,
         )
@@ -325,6 +325,23 @@ def open_communicator(
             balancer if options.communication == "adaptive" else None,
             report_period=task.config.balancing.report_period,
             loop_cpu=event_loop_cpu_clock(get_worker()),
+            report_exchanges=task.config.balancing.report_exchanges,
+            cpu_budget=adaptive_cpu_budget(task),
         )
     finally:
         endpoint.close()
+
+
+def start_message_size(task: FitTask, state_bytes: int) -> float:
+    """The task's message size, the balancer's smallest when adaptive."""
+    options = task.exchange
+    if options.communication != "adaptive":
+        return options.message_size
+    return first_message_size(task.config.balancing, state_bytes, options.message_size)
+
+
+def adaptive_cpu_budget(task: FitTask) -> float | None:
+    """The CPU budget a worker holds its exchanges to, None unless adaptive."""
+    if task.exchange.communication != "adaptive":
+        return None
+    return task.config.balancing.cpu_budget

@@ -31,6 +31,7 @@ from ..runtime._driver import combine
 from ..runtime._fit import policy_limits
 from ..runtime._state_exchange import StateExchange
 from ..runtime._supervisor import Member
+from ..runtime._worker_loop import adaptive_cpu_budget, start_message_size
 from ._network import LinkModel, SimulatedNetwork
 from ._virtual_time import VirtualTime
 
@@ -387,7 +388,7 @@ def _communicator(
     exchange = StateExchange(
         links.endpoint(worker),
         state.exchanged_shape[1],
-        options.message_size,
+        start_message_size(task, state.exchanged_nbytes),
         options.parzen_window,
         type(state).parzen_per_row,
     )
@@ -397,4 +398,6 @@ def _communicator(
         barrier.control_plane(worker) if options.communication == "adaptive" else None,
         report_period=task.config.balancing.report_period,
         clock=time.clock(worker),
+        report_exchanges=task.config.balancing.report_exchanges,
+        cpu_budget=adaptive_cpu_budget(task),
     )

@@ -19,10 +19,15 @@ from ._network import LinkModel
 MODES: dict[str, dict[str, Any]] = {
     "off": {"communication": "off"},
     "fixed-256": {"communication": "fixed", "send_interval": 256},
+    "fixed-1024": {"communication": "fixed", "send_interval": 1024},
     "fixed-4096": {"communication": "fixed", "send_interval": 4096},
+    "fixed-16384": {"communication": "fixed", "send_interval": 16384},
     "adaptive": {"communication": "adaptive"},
+    "adaptive-256": {"communication": "adaptive", "send_interval": 256},
     "no-parzen-256": {"communication": "fixed", "send_interval": 256,
                       "parzen_window": False},
+    "parzen-256": {"communication": "fixed", "send_interval": 256,
+                   "parzen_window": True},
 }  # fmt: skip
 
 #: Link speeds of the speed-up experiment, in bytes per second.
@@ -70,6 +75,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "this project's 2-core machine, one process worker)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--skew",
+        type=float,
+        default=None,
+        help="logistic: label-skewed workers; each row goes to a worker of its "
+        "class with this probability (rows in that order, shuffle=False), "
+        "averaged merges (average=True, parzen_window=False unless a mode "
+        "says otherwise)",
+    )
     parser.add_argument("--plot", default=None, help="save a figure here")
     parser.add_argument(
         "--report-period",
@@ -103,6 +117,10 @@ def _logistic(args: argparse.Namespace) -> Workload:
         args.rows, args.features, n_informative=max(1, args.features // 5),
         random_state=args.seed,
     )  # fmt: skip
+    skewed: dict[str, Any] = {}
+    if args.skew is not None:
+        X, y = label_skewed(X, y, args.skew, args.seed)
+        skewed = {"shuffle": False, "average": True, "parzen_window": False}
     alpha = 1e-4
     sample = np.random.default_rng(1).choice(X.shape[0], 20_000, replace=False)
     signs = np.where(y[sample] == 1, 1.0, -1.0)
@@ -117,10 +135,27 @@ def _logistic(args: argparse.Namespace) -> Workload:
         return ASGDClassifier(
             loss="log_loss", alpha=alpha, learning_rate="invscaling", eta0=0.1,
             power_t=0.5, tol=None, max_iter=args.epochs, random_state=0,
-            min_rows_per_worker=1, **params,
+            min_rows_per_worker=1, **{**skewed, **params},
         )  # fmt: skip
 
     return Workload("logistic", X, y, estimator, objective)
+
+
+def label_skewed(
+    X: np.ndarray, y: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ordered so that consecutive blocks (workers) hold mostly one class.
+
+    Each row is given a home class, its own with probability ``fraction``
+    and another at random otherwise; rows are sorted by home class, in a
+    random order within one.
+    """
+    rng = np.random.default_rng(seed)
+    classes = np.unique(y)
+    other = rng.choice(classes, y.shape[0])
+    home = np.where(rng.random(y.shape[0]) < fraction, y, other)
+    order = np.lexsort((rng.random(y.shape[0]), home))
+    return X[order], y[order]
 
 
 def _kmeans(args: argparse.Namespace) -> Workload:

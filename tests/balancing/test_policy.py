@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import pytest
 
@@ -80,21 +81,88 @@ def test_settles_within_a_few_reports_after_a_change(bandwidth):
     assert not changes_after or max(changes_after) <= 8
 
 
-def test_a_far_longer_target_is_taken_at_once_a_shorter_one_smoothly():
+#: Merge signals of the two regimes: merges that move the state less than the
+#: worker's own training (rows from one distribution), and further.
+USELESS = dict(merges=10, merge_shift=10 * 0.4, local_move=10 * 1.0)
+PAYS = dict(merges=10, merge_shift=10 * 3.0, local_move=10 * 1.0)
+
+
+def test_benefit_is_merge_shift_against_own_movement():
+    assert signals(**USELESS).benefit == pytest.approx(0.4)
+    assert signals(**PAYS).benefit == pytest.approx(3.0)
+    # Nothing merged: unknown, not zero.
+    assert signals().benefit is None
+    assert signals(merges=3, merge_shift=0.0, local_move=0.0).benefit is None
+
+
+def test_useless_exchange_grows_geometrically_toward_no_exchange():
+    policy = BalancingPolicy(limits())
+    history = run(policy, Settings(256, 1.0), lambda s: signals(**USELESS), 40)
+    intervals = [s.send_interval for s in history]
+    # The first report jumps to the cost bound (16,000 samples: 0.2 ms per
+    # exchange at 5 % CPU), then every report doubles the interval, until the
+    # largest interval allowed (within the deadband).
+    largest = policy.limits.max_send_interval
+    assert intervals[1] == 8000  # half way there, messages halved
+    settled = intervals.index(intervals[-1])
+    growing = [b / a for a, b in itertools.pairwise(intervals[1:settled])]
+    assert len(growing) > 5
+    assert all(r == pytest.approx(2.0, rel=0.01) for r in growing), growing
+    assert largest * (1 - policy.limits.deadband) <= intervals[-1] <= largest
+    # Messages shrink to the smallest block meanwhile.
+    assert history[-1].message_size == policy.limits.min_message_size
+    assert "buys little" in history[-1].reason
+
+
+def test_useful_exchange_falls_to_the_cost_bound():
+    policy = BalancingPolicy(limits())
+    # 20 us per exchange: at 5 % CPU, one every 0.4 ms = 1,600 samples.
+    cost = dict(exchange_seconds=0.00002, send_latency=0.0001)
+    # Fast progress would stretch the interval 4x; when exchange pays it does not.
+    paying = signals(progress=5.0, **cost, **PAYS)
+    history = run(policy, Settings(1_000_000, 0.125), lambda s: paying, 30)
+    assert history[-1].send_interval == pytest.approx(0.00002 / 0.05 * RATE, rel=0.25)
+    assert history[-1].message_size == 1.0
+    assert "pays" in history[-1].reason
+    # Without a measured benefit the same cost holds a long interval.
+    unknown = signals(progress=5.0, **cost)
+    assert policy.decide(Settings(1_000_000, 1.0), unknown).send_interval >= 1_000_000
+
+
+def test_probes_notice_when_exchange_starts_to_pay():
+    policy = BalancingPolicy(limits())
+    useless = run(policy, Settings(4096, 1.0), lambda s: signals(**USELESS), 25)
+    far = useless[-1]
+    # The rare sends at the long interval now move the state far: back down.
+    paying = run(policy, far, lambda s: signals(**PAYS), 25)
+    assert paying[-1].send_interval < far.send_interval / 100
+    # Merges halfway between the two regimes hold the interval still.
+    unclear = dict(merges=10, merge_shift=9.2, local_move=10.0)
+    assert policy.decide(paying[-1], signals(**unclear)) is paying[-1]
+
+
+def test_a_far_longer_target_is_taken_at_once():
     policy = BalancingPolicy(limits())
     # An exchange costs 5 ms of training: at 5 % CPU the worker can afford
     # one every 0.1 s = 400,000 samples, 100x the starting interval.
     costly = signals(exchange_seconds=0.005)
     first = policy.decide(Settings(4096, 1.0), costly)
     assert first.send_interval == pytest.approx(0.005 / 0.05 * RATE, rel=0.01)
-    # Back on cheap exchanges, the interval comes down in smoothed steps.
+    # Cheap again, with no merge to judge: the interval holds.
     cheap = signals(exchange_seconds=0.00005)
-    history = run(policy, first, lambda settings: cheap, reports=10)
+    assert policy.decide(first, cheap) is first
+    # Cheap exchanges that pay: down to the cost bound at once, and held.
+    history = run(
+        policy,
+        first,
+        lambda settings: signals(exchange_seconds=0.00005, **PAYS),
+        reports=5,
+    )
     intervals = [s.send_interval for s in history]
-    # Down in several steps, none overshooting where it settles.
-    assert intervals == sorted(intervals, reverse=True)
-    assert intervals[1] > intervals[-1] and intervals[2] > intervals[-1]
-    assert intervals[-1] < intervals[0] / 10
+    # The bound: 1 ms latency on the whole link (exchange pays), and 1 ms of
+    # training for 50 us of exchange at 5 % CPU.
+    assert intervals[1] == pytest.approx(0.001 * RATE, rel=0.01)
+    assert len(set(intervals[1:])) == 1
 
 
 def test_bounds_are_respected():

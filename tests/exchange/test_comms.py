@@ -268,6 +268,27 @@ def test_close_drops_new_messages_and_aclose_cancels_pending():
     run(main())
 
 
+def test_cancel_in_flight_from_another_thread_ends_pending_sends():
+    # What a topic's close does at the end of a fit: the training thread
+    # closes it, and the sends still on the wire are cancelled, not awaited.
+    async def main():
+        never = asyncio.Event()
+        recorder = Recorder(gate=never)
+        pub = make_publisher(FakeRPC({B: recorder}), send_timeout=60.0)
+        assert pub.publish(np.zeros(1000))
+        await settle(lambda: len(recorder.messages) == 0 and pub.in_flight == 1)
+        closer = threading.Thread(target=pub.cancel_in_flight)
+        closer.start()
+        await settle(lambda: pub.in_flight == 0)
+        closer.join()
+        stats = pub.stats()
+        assert (stats["cancelled"], stats["sent"]) == (1, 0)
+        assert pub.publish(np.zeros(1)) is False
+        assert_balanced(stats)
+
+    run(main())
+
+
 def test_publish_on_a_closed_loop_is_a_counted_failure():
     async def main():
         dead_loop = asyncio.new_event_loop()

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from dask_asgd.balancing import Settings
+from dask_asgd.exchange import Message
 from dask_asgd.learners import LinearState
 from dask_asgd.runtime import Communicator
 from dask_asgd.runtime._state_exchange import StateExchange
@@ -202,3 +203,82 @@ def test_a_non_finite_state_is_blamed_on_its_cause_and_never_sent(diverged_befor
         "nonfinite" if diverged_before else "nonfinite-from-peer"
     )
     assert endpoint.published == 0
+
+
+class OnePeerEndpoint(QuietEndpoint):
+    """Delivers ``payload`` from one peer at every receive."""
+
+    def __init__(self, payload):
+        super().__init__()
+        self.payload = payload
+
+    def receive(self):
+        return [Message("t", "peer", self.payload.copy(), {"column_start": 0})]
+
+
+def test_a_report_goes_out_after_report_exchanges_however_short_the_time():
+    # A frozen clock: the time-based period never elapses (a short fit).
+    balancer = RecordingBalancer()
+    made, state = communicator(balancer, QuietEndpoint(), report_period=10.0)
+    made.report_exchanges = 3
+    for _ in range(5):
+        made.after_samples(100, 0.0, state)
+    assert len(balancer.reports) == 1
+    made.after_samples(100, 0.0, state)
+    assert len(balancer.reports) == 2
+
+
+def test_merges_report_how_far_they_moved_the_state_against_own_training():
+    peer = np.full((1, 11), 4.0)
+    balancer = RecordingBalancer()
+    state = LinearState.zeros(1, 10, np.float64)
+    made = Communicator(
+        StateExchange(OnePeerEndpoint(peer), 11, 1.0, parzen_window=False),
+        send_interval=100, balancer=balancer, report_period=10.0,
+        clock=FakeClock(), report_exchanges=1,
+    )  # fmt: skip
+    made.start(state)
+    # Own training moves every value from 0 to 1; the merge averages in the
+    # peer's 4, moving each value by 1.5.
+    state.set_exchanged(np.ones((1, 11)))
+    made.after_samples(100, 0.0, state)
+    signals = balancer.reports[0]
+    assert signals.merges == 1
+    assert signals.local_move == pytest.approx(np.sqrt(11))
+    assert signals.merge_shift == pytest.approx(1.5 * np.sqrt(11))
+    assert signals.benefit == pytest.approx(1.5)
+    np.testing.assert_allclose(state.exchanged(), 2.5)
+
+
+def test_adaptive_exchanges_hold_to_the_cpu_budget_before_any_answer():
+    clock = FakeClock()
+    state = LinearState.zeros(1, 10, np.float64)
+    made = Communicator(
+        StateExchange(QuietEndpoint(), 11, 1.0, parzen_window=True),
+        send_interval=100, balancer=None, report_period=10.0, clock=clock,
+        cpu_budget=0.05,
+    )  # fmt: skip
+    made.start(state)
+
+    class SlowExchange:
+        # An exchange that takes 10 ms of the worker's clock.
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def publish(self, state):
+            clock.now += 0.01
+            return self.inner.publish(state)
+
+    made.exchange = SlowExchange(made.exchange)
+    # 100 samples trained in 1 ms (100,000 samples/s), then the exchange.
+    clock.now += 0.001
+    made.after_samples(100, 0.0, state)
+    # 10 ms at 5 % CPU: 0.2 s of training = 20,000 samples before the next.
+    assert made.samples_until_send() == 20_000
+    # Without a budget (fixed intervals), the send interval alone.
+    fixed, fixed_state = communicator(None, QuietEndpoint())
+    fixed.after_samples(100, 0.0, fixed_state)
+    assert fixed.samples_until_send() == 100

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dask
 import numpy as np
 import pytest
 from sklearn.datasets import make_blobs, make_classification
@@ -91,3 +92,40 @@ def test_kmeans_runs_on_many_simulated_workers():
     assert model.history_["worker"].nunique() == 64
     assert model.cluster_centers_.shape == (4, 5)
     assert len(fit.epochs) == 2
+
+
+@pytest.mark.parametrize("n_workers", [100, pytest.param(1000, marks=pytest.mark.slow)])
+def test_at_many_workers_the_interval_settles_and_stays_bounded(n_workers):
+    # Rows from one distribution: exchange buys nothing, so every worker's
+    # interval grows toward no exchange, stops at the largest allowed and
+    # holds. A small model and 400 rows a worker keep the fit short; reports
+    # after every 2 exchanges let the law act within it.
+    X, y = make_classification(400 * n_workers, 5, n_informative=3, random_state=0)
+    low, high = 16, 4096
+    settings = {
+        "asgd.balancing.min-send-interval": low,
+        "asgd.balancing.max-send-interval": high,
+        "asgd.balancing.report-exchanges": 2,
+    }
+    with dask.config.set(settings):
+        model, fit = simulate(
+            classifier(
+                communication="adaptive", send_interval=32, max_iter=16,
+                min_rows_per_worker=1,
+            ),
+            X, y, n_workers=n_workers,
+        )  # fmt: skip
+    intervals = model.history_.pivot(
+        index="epoch", columns="worker", values="send_interval"
+    )
+    assert intervals.shape == (16, n_workers)
+    assert ((intervals >= low) & (intervals <= high)).all().all()
+    assert len(fit.decisions) >= n_workers  # every worker was steered
+    # Settled: over the last four epochs nine workers in ten keep their
+    # interval from one epoch to the next, and most sit at the largest (or
+    # within the law's 20 % deadband below it).
+    late = intervals.iloc[-5:]
+    unchanged = (late.diff().iloc[1:] == 0).mean(axis=1)
+    assert (unchanged >= 0.9).all(), unchanged
+    assert (intervals.iloc[-1] >= 0.8 * high).mean() >= 0.9
+    assert intervals.iloc[0].median() < high
