@@ -23,6 +23,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from .. import _config
 from ..runtime import ExchangeOptions, fit_on_cluster
+from ._driver_settings import DriverSettingsMixin
 
 if TYPE_CHECKING:
     from ..learners import Learner
@@ -73,7 +74,7 @@ COMMUNICATION_CONSTRAINTS: dict[str, list[Any]] = {
 }
 
 
-class BaseASGD(BaseEstimator):
+class BaseASGD(DriverSettingsMixin, BaseEstimator):
     """Base class of every ASGD estimator.
 
     Subclasses implement ``_fit(config, partial, *args, **kwargs)``, which
