@@ -59,8 +59,9 @@ def inside_joblib_worker_process() -> bool:
 
     loky, joblib's default backend, marks its workers by their nesting depth
     (the same mark it uses to limit nested pools); joblib's
-    ``"multiprocessing"`` backend, like every :class:`multiprocessing.Pool`,
-    runs daemonic processes, which may not start processes of their own.
+    ``"multiprocessing"`` backend runs a :class:`multiprocessing.pool.Pool`,
+    whose workers are named ``...PoolWorker-<n>``. Dask's worker processes
+    are neither.
 
     Returns
     -------
@@ -70,7 +71,7 @@ def inside_joblib_worker_process() -> bool:
         module = sys.modules.get(name)
         if module is not None and getattr(module, "_CURRENT_DEPTH", 0) > 0:
             return True
-    return bool(multiprocessing.current_process().daemon)
+    return "PoolWorker" in multiprocessing.current_process().name
 
 
 def embedded_workers(settings: EmbeddedConfig) -> int:

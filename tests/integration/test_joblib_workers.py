@@ -130,3 +130,21 @@ def test_embedded_cluster_size(monkeypatch, configured, in_joblib_worker, expect
         n_workers=configured, threads_per_worker=1, processes=False
     )
     assert embedded_workers(settings) == expected
+
+
+def settings_seen_on_a_dask_worker(estimator: ASGDClassifier) -> tuple[bool, int]:
+    """Run in a task on a Dask worker process, with an estimator for argument."""
+    return inside_joblib_worker_process(), _config.load().exchange.mailbox_slots
+
+
+def test_a_dask_worker_process_keeps_its_settings(local_cluster):
+    from distributed import Client
+
+    with Client(local_cluster) as client:
+        with dask.config.set({"asgd.exchange.mailbox-slots": 7}):
+            future = client.submit(
+                settings_seen_on_a_dask_worker, ASGDClassifier(), pure=False
+            )
+        joblib_worker, mailbox_slots = future.result()
+    assert not joblib_worker
+    assert mailbox_slots != 7
