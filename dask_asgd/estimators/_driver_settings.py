@@ -39,7 +39,12 @@ class DriverSettingsMixin:
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(super().__getstate__())  # type: ignore[misc]
-        state[_STATE_KEY] = copy.deepcopy(dask.config.get("asgd"))
+        # No section: the configuration was reset after import (as the
+        # fixtures of ``distributed.utils_test`` do), so the packaged
+        # defaults apply here, and apply in the worker process anyway.
+        settings = dask.config.get("asgd", default=None)
+        if settings is not None:
+            state[_STATE_KEY] = copy.deepcopy(settings)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -148,3 +148,12 @@ def test_a_dask_worker_process_keeps_its_settings(local_cluster):
         joblib_worker, mailbox_slots = future.result()
     assert not joblib_worker
     assert mailbox_slots != 7
+
+
+def test_an_estimator_pickles_when_the_configuration_has_no_asgd_section(
+    monkeypatch,
+):
+    # As after distributed.utils_test's fixtures reset the configuration.
+    monkeypatch.delitem(dask.config.config, "asgd")
+    restored = pickle.loads(pickle.dumps(ASGDClassifier(alpha=0.5)))
+    assert restored.alpha == 0.5
