@@ -154,6 +154,6 @@ def test_an_estimator_pickles_when_the_configuration_has_no_asgd_section(
     monkeypatch,
 ):
     # As after distributed.utils_test's fixtures reset the configuration.
-    monkeypatch.delitem(dask.config.config, "asgd")
+    monkeypatch.delitem(dask.config.config, "asgd", raising=False)
     restored = pickle.loads(pickle.dumps(ASGDClassifier(alpha=0.5)))
     assert restored.alpha == 0.5
