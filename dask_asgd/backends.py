@@ -10,6 +10,8 @@ Order of precedence:
 3. An embedded :class:`distributed.LocalCluster`, started on first use, reused
    by later fits in the process and shut down at interpreter exit. It is never
    made the default client, so it does not capture the user's other Dask work.
+   In a joblib worker process (``GridSearchCV(n_jobs=-1)`` without a client)
+   it has one worker by default: joblib already runs one process per core.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import multiprocessing
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -25,7 +29,7 @@ from typing import Any
 import distributed
 
 from . import _config
-from ._config import ExchangeConfig
+from ._config import EmbeddedConfig, ExchangeConfig
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +45,58 @@ def _inside_worker_task() -> bool:
     return True
 
 
+#: Modules of loky's process executor, vendored in joblib or on its own. Each
+#: records in ``_CURRENT_DEPTH`` how deeply its process is nested in loky
+#: pools: 0 in a process that loky did not start.
+_LOKY_EXECUTOR_MODULES = (
+    "joblib.externals.loky.process_executor",
+    "loky.process_executor",
+)
+
+
+def inside_joblib_worker_process() -> bool:
+    """Whether this process is a worker of a joblib (or multiprocessing) pool.
+
+    loky, joblib's default backend, marks its workers by their nesting depth
+    (the same mark it uses to limit nested pools); joblib's
+    ``"multiprocessing"`` backend runs a :class:`multiprocessing.pool.Pool`,
+    whose workers are named ``...PoolWorker-<n>``. Dask's worker processes
+    are neither.
+
+    Returns
+    -------
+    bool
+    """
+    for name in _LOKY_EXECUTOR_MODULES:
+        module = sys.modules.get(name)
+        if module is not None and getattr(module, "_CURRENT_DEPTH", 0) > 0:
+            return True
+    return "PoolWorker" in multiprocessing.current_process().name
+
+
+def embedded_workers(settings: EmbeddedConfig) -> int:
+    """Workers the embedded cluster starts with: ``asgd.embedded.n-workers``,
+    else one in a joblib worker process and one per CPU core elsewhere.
+
+    A search that runs one fit per core in joblib's processes would
+    otherwise start cores x cores training threads, each fit slowed by the
+    others and by starting a cluster of its size.
+
+    Parameters
+    ----------
+    settings : EmbeddedConfig
+
+    Returns
+    -------
+    int
+    """
+    if settings.n_workers:
+        return int(settings.n_workers)
+    if inside_joblib_worker_process():
+        return 1
+    return os.cpu_count() or 1
+
+
 def embedded_client() -> distributed.Client:
     """Return the embedded cluster's client, starting the cluster if needed.
 
@@ -48,17 +104,18 @@ def embedded_client() -> distributed.Client:
     -------
     distributed.Client
         A client of a :class:`distributed.LocalCluster` private to this
-        process, configured by the ``asgd.embedded.*`` keys.
+        process, configured by the ``asgd.embedded.*`` keys (see
+        :func:`embedded_workers` for its size).
     """
     global _embedded
     with _embedded_lock:
         if _embedded is not None and _embedded[1].status == "running":
             return _embedded[1]
         settings = _config.load().embedded
-        n_workers = settings.n_workers or os.cpu_count() or 1
+        n_workers = embedded_workers(settings)
         processes = settings.processes
         cluster = distributed.LocalCluster(
-            n_workers=int(n_workers),
+            n_workers=n_workers,
             threads_per_worker=settings.threads_per_worker,
             processes=processes,
             # Thread workers share this process: each worker's memory monitor

@@ -16,8 +16,10 @@ import logging
 import os
 import sys
 
-# The package is documented from this checkout, installed or not.
+# The package is documented from this checkout, installed or not; the
+# gallery's settings (``_gallery.py``) are imported by name from here.
 sys.path.insert(0, os.path.abspath(".."))
+sys.path.insert(0, os.path.abspath("."))
 
 from sphinx.util.nodes import get_node_source
 
@@ -124,15 +126,15 @@ for _name in ("sphinx.transforms.post_transforms", "sphinx.domains.std"):
 sphinx_gallery_conf = {
     "examples_dirs": "../examples",
     "gallery_dirs": "auto_examples",
-    # Examples train on Dask clusters: render them, never run them in the
-    # docs build (a pattern that matches no file, and no plotting pass).
-    "filename_pattern": r"(?!)",
-    "plot_gallery": False,
+    # Every example runs in the docs build, on small data (``_gallery.py``
+    # passes ``--rows``), and its matplotlib figures go into its page.
+    "filename_pattern": r"\.py$",
+    "reset_argv": "_gallery.small_data_argv",
     "doc_module": ("dask_asgd",),
     "backreferences_dir": "generated/backreferences",
     "remove_config_comments": True,
-    # Nothing runs, so there are no times to report; and the report would be
-    # written into docs/ itself (sg_execution_times.rst), outside .gitignore.
+    # The report would be written into docs/ itself (sg_execution_times.rst),
+    # outside .gitignore; the build's log says how long each example took.
     "write_computation_times": False,
 }
 

@@ -22,6 +22,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from .. import _config
 from ..runtime import ExchangeOptions, fit_on_cluster
+from ._driver_settings import DriverSettingsMixin
 from ._progress import EpochProgress
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ COMMUNICATION_CONSTRAINTS: dict[str, list[Any]] = {
 }
 
 
-class BaseASGD(BaseEstimator):
+class BaseASGD(DriverSettingsMixin, BaseEstimator):
     """Base class of every ASGD estimator.
 
     Subclasses implement ``_fit(config, partial, *args, **kwargs)``, which
