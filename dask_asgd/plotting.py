@@ -57,8 +57,8 @@ def plot_history(model: Any, axes: Any = None) -> Any:
     axes = np.asarray(axes).ravel()
     epoch_axes, time_axes, control_axes = axes[0], axes[1], axes[2]
 
-    per_epoch = epoch_losses(model.history_)
-    label = loss_label(model)
+    per_epoch = _epoch_losses(model.history_)
+    label = _loss_label(model)
     epoch_axes.plot(per_epoch["epoch"], per_epoch["loss"], marker="o")
     epoch_axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     epoch_axes.set_xlabel("epoch")
@@ -69,23 +69,23 @@ def plot_history(model: Any, axes: Any = None) -> Any:
     time_axes.set_ylabel(label)
     time_axes.set_title("loss over time")
 
-    control = last_call(getattr(model, "communication_history_", None))
+    control = _last_call(getattr(model, "communication_history_", None))
     if control is None or len(control) == 0:
         control_axes.text(0.5, 0.5, "no exchange between workers", ha="center")
         control_axes.set_axis_off()
         return axes
-    _plot_communication(control_axes, control, last_call(model.history_))
+    _plot_communication(control_axes, control, _last_call(model.history_))
     return axes
 
 
-def loss_label(model: Any) -> str:
+def _loss_label(model: Any) -> str:
     """The loss panels' axis label, in the model's words."""
     if hasattr(model, "cluster_centers_"):
         return "inertia per sample (mean squared distance)"
     return f"mean training loss ({model.loss}), all workers"
 
 
-def epoch_losses(history: pd.DataFrame) -> pd.DataFrame:
+def _epoch_losses(history: pd.DataFrame) -> pd.DataFrame:
     """One row per epoch of every call: ``epoch`` (from 1), ``loss`` and
     ``elapsed`` (seconds of training since the first call started)."""
     history = history[history["loss"].notna()]
@@ -106,7 +106,7 @@ def epoch_losses(history: pd.DataFrame) -> pd.DataFrame:
     return rows[["epoch", "loss", "elapsed"]]
 
 
-def last_call(frame: pd.DataFrame | None) -> pd.DataFrame | None:
+def _last_call(frame: pd.DataFrame | None) -> pd.DataFrame | None:
     """The rows of the last ``partial_fit`` call (all rows after ``fit``)."""
     if frame is None or "call" not in frame or len(frame) == 0:
         return frame
