@@ -13,7 +13,6 @@ Dask's, the tests give it fakes.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import time
@@ -93,9 +92,6 @@ class TaskRunner(Protocol):
 
     def gather(self, handles: list[Any]) -> list[WorkerResult]:
         """The tasks' results, in order; raises a task's error."""
-
-    def result(self, handle: Any, timeout: float) -> WorkerResult | None:
-        """A finished task's result, or None if it is not there in time."""
 
     def release(self, handles: list[Any]) -> None:
         """Cancel what still runs and forget the handles."""
@@ -310,8 +306,6 @@ class DaskTaskRunner:
     def __init__(self, client: Any, train: Callable[..., WorkerResult]) -> None:
         self.client = client
         self.train = train
-        #: Result fetches under way, by task key (see :meth:`result`).
-        self._fetches: dict[Any, Any] = {}
 
     def submit(self, task: FitTask, partitions: Any, worker: str) -> Any:
         """Start ``task`` on ``worker`` only; return its future."""
@@ -355,31 +349,6 @@ class DaskTaskRunner:
     def gather(self, handles: list[Any]) -> list[WorkerResult]:
         """The results, in order."""
         return self.client.gather(handles)
-
-    def result(self, handle: Any, timeout: float) -> WorkerResult | None:
-        """The future's result, or None if it does not come within ``timeout``.
-
-        The result of a finished task lost with its worker is computed again
-        (and, pinned to that worker, never comes): the wait is bounded. A
-        fetch that did not finish in time is not cancelled but waited for
-        again at the next call: distributed's concurrent gathers share one
-        request, and cancelling one cancels the others' (other fits' too).
-        """
-        fetch = self._fetches.get(handle.key)
-        if fetch is None:
-            gather = self.client.gather([handle], asynchronous=True)
-            fetch = asyncio.run_coroutine_threadsafe(
-                gather, self.client.loop.asyncio_loop
-            )
-            self._fetches[handle.key] = fetch
-        try:
-            [result] = fetch.result(timeout=timeout)
-        except TimeoutError:
-            return None
-        finally:
-            if fetch.done():
-                del self._fetches[handle.key]
-        return result
 
     def release(self, handles: list[Any]) -> None:
         """Cancel the futures still running; release every future.

@@ -95,9 +95,6 @@ class FitSupervisor:
         self.members: dict[str, Member] = {}
         #: Handles of members lost with their workers.
         self.lost: list[Any] = []
-        #: Results of the members whose tasks ended, fetched as each ends: a
-        #: result is safe on the driver even if its worker leaves afterwards.
-        self.results: dict[str, WorkerResult] = {}
         #: Rows for ``history_``: ``{"worker", "epoch", "event", ...}``.
         self.events: list[dict[str, Any]] = []
         self._epochs_seen = 0
@@ -123,7 +120,7 @@ class FitSupervisor:
         return [m.handle for m in self.members.values() if m.worker != except_on]
 
     def supervise(self, period: float) -> list[WorkerResult]:
-        """Look after the fit until every member's result is on the driver.
+        """Look after the fit until every member's task ended; gather them.
 
         Returns
         -------
@@ -136,7 +133,7 @@ class FitSupervisor:
             The error of a member's task that failed, or WorkerLostError.
         """
         while True:
-            self.runner.wait([m.handle for m in self._pending()], timeout=period)
+            self.runner.wait(self.handles(), timeout=period)
             self.look()
             if self._failed():
                 # The coordinator hears of a lost worker before the task's
@@ -145,36 +142,31 @@ class FitSupervisor:
                 failed = self._failed()
                 if failed:
                     self.runner.gather([failed[0].handle])
-            self._collect(period)
-            if not self._pending():
-                return [self.results[name] for name in self.members]
-
-    def _pending(self) -> list[Member]:
-        """Members whose result the driver does not hold yet."""
-        return [m for m in self.members.values() if m.name not in self.results]
+            states = [self.runner.state(handle) for handle in self.handles()]
+            if all(state == "done" for state in states):
+                return self._gather()
 
     def _failed(self) -> list[Member]:
-        return [m for m in self._pending() if self.runner.state(m.handle) == "failed"]
+        return [
+            m for m in self.members.values() if self.runner.state(m.handle) == "failed"
+        ]
 
-    def _collect(self, period: float) -> None:
-        """Fetch the result of every member whose task has ended.
+    def _gather(self) -> list[WorkerResult]:
+        """The members' results.
 
-        A worker that leaves between the end of its task and this fetch
-        takes its result with it: the fetch then waits in vain or fails, and
-        the coordinator's departure, seen at the next look, drops the member.
+        A worker that leaves after its task ended takes the result with it:
+        Dask runs the task again, which fails (its rows went too). The
+        coordinator has seen the departure by then; the member is dropped
+        and the others' results are gathered.
         """
-        for member in self._pending():
-            if self.runner.state(member.handle) != "done":
-                continue
-            try:
-                result = self.runner.result(member.handle, timeout=period)
-            except Exception:
-                self.look()
-                if member.name in self.members:
-                    raise
-                continue
-            if result is not None:
-                self.results[member.name] = result
+        try:
+            return self.runner.gather(self.handles())
+        except Exception:
+            members = len(self.members)
+            self.look()
+            if len(self.members) == members:
+                raise
+            return self.runner.gather(self.handles())
 
     def look(self) -> None:
         """Report new epochs; replace the members of workers that left.
@@ -224,12 +216,7 @@ class FitSupervisor:
         """Build a departed worker's rows again and start tasks on them."""
         started = time.perf_counter()
         worker = departure["worker"]
-        # A member whose result the driver holds has nothing left to lose.
-        gone = [
-            self.members.pop(n)
-            for n in departure["members"]
-            if n in self.members and n not in self.results
-        ]
+        gone = [self.members.pop(n) for n in departure["members"] if n in self.members]
         if not gone:
             return
         self.lost.extend(member.handle for member in gone)

@@ -203,8 +203,8 @@ def test_a_worker_killed_at_any_moment_of_a_fit(
             monkeypatch,
             client,
             _driver.DaskTaskRunner,
-            "result",
-            victim_of=lambda runner, handle, **_: parse_task_key(str(handle.key))[1],
+            "gather",
+            victim_of=lambda runner, handles: parse_task_key(str(handles[0].key))[1],
         )
     model = ASGDClassifier(**SHORT)
     with client.as_current():

@@ -235,12 +235,6 @@ class ThreadedCluster:
     def gather(self, handles):
         return [handle.result() for handle in handles]
 
-    def result(self, handle, timeout):
-        try:
-            return handle.result(timeout=timeout)
-        except concurrent.futures.TimeoutError:
-            return None
-
     def release(self, handles):
         self.released.extend(handles)
 

@@ -181,9 +181,6 @@ class FailingCluster(ThreadedCluster):
     def gather(self, handles):
         raise RuntimeError("the task's worker died")
 
-    def result(self, handle, timeout):
-        raise RuntimeError("the task's worker died")
-
 
 def test_a_lost_worker_ends_the_fit_once_and_releases_everything(placement_rows):
     cluster = FailingCluster(end_reason="worker-lost:worker-b")
