@@ -40,9 +40,14 @@ def test_every_estimator_trains_over_tls(tls_client):
     X, y = make_classification(20_000, 10, random_state=0)
     with tls_client.as_current():
         classifier = ASGDClassifier(
-            communication="fixed", send_interval=512, max_iter=3, tol=None,
+            communication="fixed", send_interval=512, max_iter=5, tol=None,
             random_state=0, min_rows_per_worker=1000,
-        ).fit(X, y)  # fmt: skip
+        )  # fmt: skip
+        # The first fit opens the TLS connections between the workers; sends
+        # still in flight when a fit ends are cancelled, and a handshake can
+        # outlast a fit this short. The second fit sends over them.
+        classifier.fit(X, y)
+        classifier.fit(X, y)
         history = classifier.history_
         last = history[history["epoch"] == history["epoch"].max()]
         # The states went peer to peer, over the TLS connections.
