@@ -126,6 +126,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="give up a mode once one fit took longer than CAP x the "
         "time to target of 'off' on that link",
     )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="fits per mode and epoch count; the median wall time counts",
+    )
     p.add_argument("--skip-sweep", action="store_true")
     p.add_argument("--skip-change", action="store_true")
     p.add_argument(
@@ -330,7 +336,7 @@ class Driver:
         )
         links = [make_link(name, args.latency) for name in args.links.split(",")]
         modes = make_modes([int(i) for i in args.intervals.split(",")])
-        runner = Runner(self.X, self.y, self.log)
+        runner = Runner(self.X, self.y, self.log, repeats=args.repeats)
         results = []
         target = math.nan
         status = 0

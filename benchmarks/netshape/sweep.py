@@ -112,6 +112,13 @@ class FitResult:
     error: str = ""
     counters: dict[str, float] = field(default_factory=dict)
     final_settings: str = ""
+    #: Wall time of every repeat (``wall`` is their median).
+    walls: list[float] = field(default_factory=list)
+    #: Median seconds from the call of ``fit`` to the first training task's
+    #: start (placing the rows, submitting), and from the last training task's
+    #: end to the return of ``fit`` (gathering the states, averaging).
+    before_training: float = math.nan
+    after_training: float = math.nan
 
 
 @dataclass
@@ -146,6 +153,25 @@ def _counters(model: ASGDClassifier) -> dict[str, float]:
     return {k: float(last[k].sum()) for k in keys if k in last.columns}
 
 
+def _training_window(
+    tasks: list[dict[str, Any]], started_at: float, wall: float
+) -> tuple[float, float]:
+    """Seconds from ``started_at`` to the first training task's start, and
+    from the last one's end to ``started_at + wall``."""
+    spans = [
+        (part["start"], part["stop"])
+        for task in tasks
+        if "-train-" in str(task.get("key", ""))
+        for part in task.get("startstops", ())
+        if part.get("action") == "compute"
+    ]
+    if not spans:
+        return math.nan, math.nan
+    first = min(start for start, _ in spans)
+    last = max(stop for _, stop in spans)
+    return first - started_at, started_at + wall - last
+
+
 def _final_settings(model: ASGDClassifier) -> str:
     control = getattr(model, "communication_history_", None)
     if control is None or len(control) == 0 or "send_interval" not in control:
@@ -170,36 +196,38 @@ class Runner:
     """
 
     def __init__(
-        self, X: Any, y: np.ndarray, log: Callable[[str], None], retries: int = 4
+        self,
+        X: Any,
+        y: np.ndarray,
+        log: Callable[[str], None],
+        retries: int = 4,
+        repeats: int = 1,
     ) -> None:
         self.X = X
         self.y = y
         self.log = log
         self.retries = retries
+        self.repeats = repeats
         self.fits: list[FitResult] = []
 
     def fit(
         self, link: Link, mode: Mode, max_iter: int, retries: int | None = None
     ) -> tuple[FitResult, ASGDClassifier | None]:
-        """Fit ``mode`` with ``max_iter`` epochs; retry if the fit raises."""
+        """Fit ``mode`` with ``max_iter`` epochs ``repeats`` times; the
+        result holds the median wall time and the last model's objective."""
         result = FitResult(link.name, mode.label, max_iter)
         model = None
-        for attempt in range(1 + (self.retries if retries is None else retries)):
-            model = ASGDClassifier(
-                max_iter=max_iter, **workload.estimator_params(), **mode.params
-            )
-            started = time.perf_counter()
-            try:
-                model.fit(self.X, self.y)
-            except Exception as e:
-                result.failures += 1
-                result.error = f"{type(e).__name__}: {e}"
-                self.log(f"    fit failed (attempt {attempt + 1}): {result.error}")
-                logger.debug("fit failed", exc_info=True)
-                model = None
-                continue
-            result.wall = time.perf_counter() - started
-            break
+        before, after = [], []
+        for _ in range(self.repeats):
+            model, timeline = self._fit_once(result, max_iter, mode, retries)
+            if model is None:
+                break
+            before.append(timeline[0])
+            after.append(timeline[1])
+        if result.walls:
+            result.wall = float(np.median(result.walls))
+            result.before_training = float(np.median(before))
+            result.after_training = float(np.median(after))
         if model is not None:
             result.objective = workload.objective(
                 model.coef_, model.intercept_, self.X, self.y, model.classes_
@@ -211,6 +239,37 @@ class Runner:
             result.final_settings = _final_settings(model)
         self.fits.append(result)
         return result, model
+
+    def _fit_once(
+        self, result: FitResult, max_iter: int, mode: Mode, retries: int | None
+    ) -> tuple[ASGDClassifier | None, tuple[float, float]]:
+        """One fit, retried if it raises; its wall time goes to ``result``.
+
+        Returns the model (None if every attempt failed) and the seconds
+        before its first training task started and after its last one ended,
+        from Dask's task stream.
+        """
+        from distributed import get_task_stream
+
+        for attempt in range(1 + (self.retries if retries is None else retries)):
+            model = ASGDClassifier(
+                max_iter=max_iter, **workload.estimator_params(), **mode.params
+            )
+            started_at = time.time()
+            started = time.perf_counter()
+            try:
+                with get_task_stream() as stream:
+                    model.fit(self.X, self.y)
+            except Exception as e:
+                result.failures += 1
+                result.error = f"{type(e).__name__}: {e}"
+                self.log(f"    fit failed (attempt {attempt + 1}): {result.error}")
+                logger.debug("fit failed", exc_info=True)
+                continue
+            wall = time.perf_counter() - started
+            result.walls.append(wall)
+            return model, _training_window(stream.data, started_at, wall)
+        return None, (math.nan, math.nan)
 
     def time_to_target(
         self, link: Link, mode: Mode, target: float, max_epochs: int, cap: float
@@ -236,6 +295,12 @@ class Runner:
                 )
             if result.final_settings:
                 extra += f" settings {result.final_settings}"
+            if len(result.walls) > 1:
+                extra += " walls " + "/".join(f"{w:.2f}" for w in result.walls)
+            extra += (
+                f" before/after training {result.before_training:.2f}"
+                f"/{result.after_training:.2f}s"
+            )
             self.log(
                 f"  {link.name:>9} {mode.label:>13} epochs={epochs} "
                 f"objective={result.objective:.5f} wall={result.wall:.2f}s "
