@@ -291,6 +291,32 @@ class Driver:
                 q = netns.show_qdisc(f"{self.args.driver_prefix}w{i}").splitlines()
                 self.log(f"  w{i} qdisc: {q[0] if q else '?'}")
         self.warm_up()
+        self.probe_result_transfer(cluster)
+
+    def probe_result_transfer(self, cluster) -> None:
+        """Log how long state-sized results take to come back from the
+        workers: the floor under every mode's time after training."""
+        import numpy as np
+        from distributed import wait
+
+        client = cluster.client
+        size = self.args.classes * (self.args.features + 1)
+        workers = list(client.scheduler_info(n_workers=-1)["workers"])
+        futures = [
+            client.submit(np.zeros, size, workers=[w], pure=False) for w in workers
+        ]
+        wait(futures)
+        seconds = []
+        for chosen in (futures, futures[:1]):
+            started = time.perf_counter()
+            client.gather(chosen)
+            seconds.append(time.perf_counter() - started)
+        self.log(
+            f"  a {size * 8 / 1e6:.1f} MB result from each of {len(workers)} "
+            f"workers at once came back in {seconds[0]:.2f} s, from one in "
+            f"{seconds[1]:.2f} s"
+        )
+        client.cancel(futures)
 
     def warm_up(self) -> None:
         """Untimed small fits: numba compilation, plugin registration."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -85,27 +84,7 @@ class TaskRunner(Protocol):
         """Start ``task`` on ``worker``; return a handle."""
 
     def wait(self, handles: list[Any], timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for every future; True if all are done.
-
-        Only the futures' states are awaited, not their results: waiting with
-        ``Future.result`` downloaded every worker's state, one worker after
-        the other, and :meth:`gather` downloaded them again (two 3.2 MB
-        states over 10 Mbit/s links took 5.4 s to come back instead of 2.6).
-        Errors are left for :meth:`gather` to raise. ``distributed.wait``
-        finds its client as the current one, which the embedded client is
-        made here.
-        """
-        from distributed import wait
-
-        with self.client.as_current():
-            try:
-                wait(handles, timeout=timeout)
-            except TimeoutError:
-                return False
-            except Exception:
-                # Cancelled futures are done too; gather raises their error.
-                pass
-        return all(future.done() for future in handles)
+        """Wait up to ``timeout`` seconds for every task; True if all ended."""
 
     def state(self, handle: Any) -> str:
         """``"running"``, ``"done"`` or ``"failed"``."""
@@ -342,22 +321,25 @@ class DaskTaskRunner:
     def wait(self, handles: list[Any], timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for every future; True if all are done.
 
-        Errors are left for :meth:`gather` to raise. (``distributed.wait``
-        would need the client to be the default one, which the embedded
-        client never is.)
+        Only the futures' states are awaited, not their results: waiting with
+        ``Future.result`` downloaded every worker's state, one worker after
+        the other, and :meth:`gather` downloaded them again (two 3.2 MB
+        states over 10 Mbit/s links took 5.4 s to come back instead of 2.6).
+        Errors are left for :meth:`gather` to raise. ``distributed.wait``
+        finds its client as the current one, which the embedded client is
+        made here.
         """
-        deadline = time.monotonic() + timeout
-        for future in handles:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return all(f.done() for f in handles)
+        from distributed import wait
+
+        with self.client.as_current():
             try:
-                future.result(timeout=remaining)
+                wait(handles, timeout=timeout)
             except TimeoutError:
                 return False
             except Exception:
-                continue
-        return True
+                # Cancelled futures are done too; gather raises their error.
+                pass
+        return all(future.done() for future in handles)
 
     def state(self, handle: Any) -> str:
         """``"running"``, ``"done"`` or ``"failed"`` (erred, cancelled, lost)."""
