@@ -29,6 +29,7 @@ from dask_asgd._exceptions import PluginNotInstalledError
 from ._admission import Refused, admit
 from ._comms import LinkShaper, Publisher
 from ._mailbox import Mailbox
+from ._transport import peer_transport
 from ._types import PLUGIN_NAME, RECEIVE_HANDLER, Message, TopicSpec
 
 if TYPE_CHECKING:
@@ -395,7 +396,7 @@ class ExchangeWorkerPlugin(WorkerPlugin):
         publisher = Publisher(
             spec,
             sender=self.worker.address,
-            rpc=self.worker.rpc,
+            rpc=peer_transport(self.worker.rpc),
             # tornado's IOLoop wraps the asyncio loop; its stubs lack the attribute.
             loop=self.worker.loop.asyncio_loop,  # type: ignore[attr-defined]
             peers=peers,
