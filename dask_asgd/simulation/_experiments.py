@@ -31,6 +31,8 @@ MODES: dict[str, dict[str, Any]] = {
     # Gossip with a mixing weight, and elastic averaging's small moving rate.
     "mix-0.25-256": {"communication": "fixed", "send_interval": 256,
                      "parzen_window": False, "mixing_weight": 0.25},
+    "mix-0.75-256": {"communication": "fixed", "send_interval": 256,
+                     "parzen_window": False, "mixing_weight": 0.75},
     "mix-0.1-256": {"communication": "fixed", "send_interval": 256,
                     "parzen_window": False, "mixing_weight": 0.1},
     "parzen-mix-0.25-256": {"communication": "fixed", "send_interval": 256,
