@@ -233,7 +233,7 @@ def sgd_pass(
     return t, float(losses.sum()), u
 
 
-def parzen_merge(previous, proposal, received, column_start=0):
+def parzen_merge(previous, proposal, received, column_start=0, mixing_weight=None):
     """Naive version of :func:`dask_asgd.kernels.parzen_merge`.
 
     Unlike the kernel it does not work in place: it returns
@@ -251,11 +251,33 @@ def parzen_merge(previous, proposal, received, column_start=0):
             to_proposal = np.sum((mine - theirs) ** 2)
             to_previous = np.sum((old - theirs) ** 2)
             accepted[m, row] = to_proposal < to_previous
-        if accepted[:, row].any():
-            kept = [mine]
-            kept += [received[m, row] for m in range(n_messages) if accepted[m, row]]
-            merged[row, columns] = np.mean(np.asarray(kept, dtype=np.float64), axis=0)
+        kept = [received[m, row] for m in range(n_messages) if accepted[m, row]]
+        if kept:
+            merged[row, columns] = mix(mine, kept, mixing_weight)
     return merged, accepted
+
+
+def average_merge(proposal, received, column_start=0, mixing_weight=None):
+    """Naive version of :func:`dask_asgd.kernels.average_merge`: every
+    received state is merged. Returns the merged state."""
+    columns = slice(column_start, column_start + received.shape[2])
+    merged = np.array(proposal, dtype=np.float64)
+    for row in range(received.shape[1]):
+        mine = np.asarray(proposal[row, columns], dtype=np.float64)
+        merged[row, columns] = mix(mine, list(received[:, row]), mixing_weight)
+    return merged
+
+
+def mix(mine, kept, mixing_weight):
+    """One row's merge: the mean of ``mine`` and ``kept``, or ``k`` pulls of
+    weight ``m`` toward the mean of the ``k`` kept states."""
+    kept = np.asarray(kept, dtype=np.float64)
+    if mixing_weight is None:
+        return np.mean(np.vstack([mine[np.newaxis], kept]), axis=0)
+    merged = mine
+    for _ in range(len(kept)):
+        merged = (1 - mixing_weight) * merged + mixing_weight * kept.mean(axis=0)
+    return merged
 
 
 def settings_like_sklearn(

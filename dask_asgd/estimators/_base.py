@@ -60,6 +60,16 @@ COMMUNICATION_PARAMETERS_DOC = """    n_workers : int or None, default=None
         (with communication), as in the paper. The test rejects states that
         the worker's own steps lead away from. See "When exchange helps" in
         the user guide for when to switch it off.
+    mixing_weight : float in (0, 1) or None, default=None
+        The weight a merged state gets against the worker's own (with
+        communication). None is the paper's rule: the mean of the worker's
+        state and the states it merges. A float ``m`` keeps ``1 - m`` of the
+        worker's state for one merged state, ``(1 - m) ** k`` for ``k``: the
+        gossip step of decentralized SGD with mixing weights, or, for a small
+        ``m``, the worker's side of elastic averaging (EASGD's moving rate).
+        Combines with ``parzen_window``: the test decides which states are
+        merged, the weight how far. See "Choosing the merge rule" in the
+        user guide.
 """
 
 #: Parameter constraints matching :data:`COMMUNICATION_PARAMETERS_DOC`.
@@ -70,6 +80,7 @@ COMMUNICATION_CONSTRAINTS: dict[str, list[Any]] = {
     "send_interval": [Interval(Integral, 1, None, closed="left")],
     "message_size": [Interval(Real, 0, 1, closed="right")],
     "parzen_window": ["boolean"],
+    "mixing_weight": [Interval(Real, 0, 1, closed="neither"), None],
 }
 
 
@@ -157,12 +168,7 @@ class BaseASGD(DriverSettingsMixin, BaseEstimator):
                 and not getattr(learner, "orders_rows", False),
                 # One epoch (partial_fit) has no stopping decision to agree on.
                 synchronise=max_iter > 1,
-                exchange=ExchangeOptions(
-                    communication=self.communication,
-                    send_interval=int(self.send_interval),
-                    message_size=float(self.message_size),
-                    parzen_window=bool(self.parzen_window),
-                ),
+                exchange=self._exchange_options(),
                 n_workers=self.n_workers,
                 min_rows_per_worker=int(self.min_rows_per_worker),
                 rng=rng,
@@ -171,6 +177,17 @@ class BaseASGD(DriverSettingsMixin, BaseEstimator):
                 label=type(self).__name__,
                 epoch_means=self._epoch_means,
             )
+
+    def _exchange_options(self) -> ExchangeOptions:
+        """The exchange parameters as the workers receive them."""
+        mixing_weight = self.mixing_weight
+        return ExchangeOptions(
+            communication=self.communication,
+            send_interval=int(self.send_interval),
+            message_size=float(self.message_size),
+            parzen_window=bool(self.parzen_window),
+            mixing_weight=None if mixing_weight is None else float(mixing_weight),
+        )
 
     def _progress(self, max_iter: int) -> EpochProgress:
         """What the fit shows while it runs: with ``verbose``, a line per

@@ -226,6 +226,7 @@ class ASGDKMeans(
         send_interval: int = 4096,
         message_size: float = 1.0,
         parzen_window: bool = True,
+        mixing_weight: float | None = None,
     ) -> None:
         self.n_clusters = n_clusters
         self.init = init
@@ -246,6 +247,7 @@ class ASGDKMeans(
         self.send_interval = send_interval
         self.message_size = message_size
         self.parzen_window = parzen_window
+        self.mixing_weight = mixing_weight
 
     # ----------------------------------------------------------------- fitting
 

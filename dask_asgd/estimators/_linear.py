@@ -152,6 +152,7 @@ class ASGDClassifier(LinearClassifierMixin, BaseSGDLinear):
         send_interval: int = 4096,
         message_size: float = 1.0,
         parzen_window: bool = True,
+        mixing_weight: float | None = None,
     ) -> None:
         self.loss = loss
         self.penalty = penalty
@@ -181,6 +182,7 @@ class ASGDClassifier(LinearClassifierMixin, BaseSGDLinear):
         self.send_interval = send_interval
         self.message_size = message_size
         self.parzen_window = parzen_window
+        self.mixing_weight = mixing_weight
 
     def _check_fit_parameters(self, config: _config.Config, partial: bool) -> None:
         super()._check_fit_parameters(config, partial)
@@ -479,6 +481,7 @@ class ASGDRegressor(RegressorMixin, BaseSGDLinear):
         send_interval: int = 4096,
         message_size: float = 1.0,
         parzen_window: bool = True,
+        mixing_weight: float | None = None,
     ) -> None:
         self.loss = loss
         self.penalty = penalty
@@ -506,6 +509,7 @@ class ASGDRegressor(RegressorMixin, BaseSGDLinear):
         self.send_interval = send_interval
         self.message_size = message_size
         self.parzen_window = parzen_window
+        self.mixing_weight = mixing_weight
 
     def _targets(
         self, data: TrainingData, classes: Any, partial: bool

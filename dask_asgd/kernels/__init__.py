@@ -9,7 +9,7 @@ from ._kmeans import (
     n_minibatches,
 )
 from ._losses import LOSS_CODES, loss_derivative, loss_value
-from ._merge import parzen_merge
+from ._merge import average_merge, parzen_merge
 from ._sgd import (
     PENALTY_CODES,
     SCHEDULE_ADAPTIVE,
@@ -31,6 +31,7 @@ __all__ = [
     "SCHEDULE_CODES",
     "Reassignment",
     "StepSettings",
+    "average_merge",
     "kmeans_pass",
     "learning_rate",
     "loss_derivative",

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..exchange import Endpoint
-from ..kernels import parzen_merge
+from ..kernels import average_merge, parzen_merge
 from ..learners import ExchangedState
 
 #: A peer's state is refused if it holds a value more than this many times
@@ -52,6 +52,9 @@ class StateExchange:
     parzen_per_row : bool, default=True
         Test each row of a received matrix on its own (one-vs-rest outputs)
         rather than the matrix as a whole (K-Means centers).
+    mixing_weight : float in (0, 1) or None, default=None
+        The weight a merged state gets against the worker's own (see
+        :func:`~dask_asgd.kernels.parzen_merge`); None: equal weights.
     """
 
     def __init__(
@@ -61,8 +64,10 @@ class StateExchange:
         message_size: float,
         parzen_window: bool,
         parzen_per_row: bool = True,
+        mixing_weight: float | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.mixing_weight = mixing_weight
         self.parzen_window = parzen_window
         self.parzen_per_row = parzen_per_row
         self.n_columns = n_columns
@@ -127,10 +132,18 @@ class StateExchange:
             before = proposal[:, start:stop].copy()
             if self.parzen_window and previous is not None:
                 accepted = parzen_merge(
-                    previous, proposal, received, start, self.parzen_per_row
+                    previous,
+                    proposal,
+                    received,
+                    start,
+                    self.parzen_per_row,
+                    self.mixing_weight,
                 )
                 self.accepted += int(accepted.sum())
                 self.rejected += int(accepted.size - accepted.sum())
+            elif self.mixing_weight is not None:
+                average_merge(proposal, received, start, self.mixing_weight)
+                self.accepted += received.shape[0] * received.shape[1]
             else:
                 proposal[:, start:stop] = (
                     proposal[:, start:stop] + received.sum(axis=0)

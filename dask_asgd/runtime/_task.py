@@ -22,6 +22,9 @@ class ExchangeOptions:
     message_size: float
     #: Apply the Parzen-window test to received states.
     parzen_window: bool
+    #: The weight a merged state gets against the worker's own; None: the
+    #: paper's equal weights.
+    mixing_weight: float | None = None
 
 
 @dataclass(kw_only=True)

@@ -317,6 +317,7 @@ def open_communicator(
             start_message_size(task, start.nbytes),
             options.parzen_window,
             type(task.learner.state).parzen_per_row,
+            options.mixing_weight,
         )
         del start  # a copy of the state, not needed while training
         yield Communicator(

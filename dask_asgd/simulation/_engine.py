@@ -391,6 +391,7 @@ def _communicator(
         start_message_size(task, state.exchanged_nbytes),
         options.parzen_window,
         type(state).parzen_per_row,
+        options.mixing_weight,
     )
     return Communicator(
         exchange,

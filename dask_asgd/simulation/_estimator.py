@@ -9,7 +9,7 @@ import numpy as np
 from sklearn.base import clone
 
 from ..learners import Partition
-from ..runtime import ExchangeOptions, FitOutcome, InMemoryRows
+from ..runtime import FitOutcome, InMemoryRows
 from ._engine import SimulatedFit, simulate_fit
 from ._network import LinkModel
 
@@ -76,12 +76,7 @@ def simulate(
             learner,
             max_iter=int(max_iter),
             shuffle=bool(self.shuffle),
-            exchange=ExchangeOptions(
-                communication=self.communication,
-                send_interval=int(self.send_interval),
-                message_size=float(self.message_size),
-                parzen_window=bool(self.parzen_window),
-            ),
+            exchange=self._exchange_options(),
             config=config,
             network=network,
             rng=rng,

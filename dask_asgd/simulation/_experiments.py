@@ -28,6 +28,15 @@ MODES: dict[str, dict[str, Any]] = {
                       "parzen_window": False},
     "parzen-256": {"communication": "fixed", "send_interval": 256,
                    "parzen_window": True},
+    # Gossip with a mixing weight, and elastic averaging's small moving rate.
+    "mix-0.25-256": {"communication": "fixed", "send_interval": 256,
+                     "parzen_window": False, "mixing_weight": 0.25},
+    "mix-0.75-256": {"communication": "fixed", "send_interval": 256,
+                     "parzen_window": False, "mixing_weight": 0.75},
+    "mix-0.1-256": {"communication": "fixed", "send_interval": 256,
+                    "parzen_window": False, "mixing_weight": 0.1},
+    "parzen-mix-0.25-256": {"communication": "fixed", "send_interval": 256,
+                            "parzen_window": True, "mixing_weight": 0.25},
 }  # fmt: skip
 
 #: Link speeds of the speed-up experiment, in bytes per second.

@@ -319,3 +319,34 @@ def test_dask_dataframe_columns_are_checked_as_pandas_columns_are():
         assert str(lazy.value) == str(pandas.value)
     same = model.predict(dd.from_pandas(frame, npartitions=2)).compute()
     np.testing.assert_array_equal(same, model.predict(frame))
+
+
+@pytest.mark.parametrize("mixing_weight", [0.0, 1.0, 1.5, "half"])
+def test_bad_mixing_weight_is_refused(classification, mixing_weight):
+    X_train, _, y_train, _ = classification
+    model = ASGDClassifier(mixing_weight=mixing_weight)
+    with pytest.raises(
+        ValueError,
+        match=r"'mixing_weight' parameter of ASGDClassifier must be a float in the "
+        r"range \(0(\.0)?, 1(\.0)?\) or None",
+    ):
+        model.fit(X_train, y_train)
+    assert not hasattr(model, "coef_")
+
+
+def test_mixing_weight_fit_on_process_cluster(process_client, classification):
+    # Gossip with a mixing weight, shipped in the fit task to worker processes.
+    X_train, X_test, y_train, y_test = classification
+    with process_client.as_current():
+        model = ASGDClassifier(
+            loss="log_loss", communication="fixed", send_interval=256,
+            parzen_window=False, mixing_weight=0.25, max_iter=3, tol=None,
+            random_state=0,
+        ).fit(X_train, y_train)  # fmt: skip
+    assert model.history_["worker"].nunique() == 2
+    last = model.history_.groupby("worker").last()
+    assert (last["merges"] > 0).all() and (last["rows_accepted"] > 0).all()
+    assert (last["rows_rejected"] == 0).all()
+    assert model.score(X_test, y_test) > 0.8
+    assert model.get_params()["mixing_weight"] == 0.25
+    _assert_cluster_clean(process_client)

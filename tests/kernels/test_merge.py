@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dask_asgd.kernels import parzen_merge
+from dask_asgd.kernels import average_merge, parzen_merge
 from tests import _reference as ref
 
 
@@ -248,3 +248,96 @@ def test_whole_state_test_on_a_column_block():
     assert accepted.all()
     np.testing.assert_allclose(merged[:, 2:], 0.95)
     np.testing.assert_array_equal(merged[:, :2], 0.0)
+
+
+# --------------------------------------------------------------------------- #
+# Mixing weights (gossip, elastic averaging)                                  #
+# --------------------------------------------------------------------------- #
+
+
+def test_mixing_weight_moves_a_fraction_of_the_way_to_one_peer():
+    proposal = np.array([[1.0, 0.0, 4.0]])
+    received = np.array([[[3.0, 2.0, 0.0]]])
+    merged = proposal.copy()
+    average_merge(merged, received, mixing_weight=0.25)
+    np.testing.assert_allclose(merged, [[1.5, 0.5, 3.0]], rtol=1e-15)
+
+
+def test_mixing_weight_one_half_is_the_plain_mean_of_one_message():
+    rng = np.random.default_rng(3)
+    proposal = rng.normal(size=(2, 5))
+    received = rng.normal(size=(1, 2, 5))
+    mixed, mean = proposal.copy(), proposal.copy()
+    average_merge(mixed, received, mixing_weight=0.5)
+    average_merge(mean, received)
+    np.testing.assert_allclose(mixed, mean, rtol=1e-14)
+
+
+def test_mixing_weight_keeps_own_share_per_message():
+    # Two messages at m = 0.1: 0.81 of the own state, 0.095 of each peer's.
+    proposal = np.array([[10.0]])
+    received = np.array([[[0.0]], [[20.0]]])
+    merged = proposal.copy()
+    average_merge(merged, received, mixing_weight=0.1)
+    np.testing.assert_allclose(merged, [[0.81 * 10.0 + 0.095 * 20.0]], rtol=1e-14)
+
+
+def test_parzen_test_then_mixing_weight_on_accepted_rows_only():
+    previous = np.zeros((2, 2))
+    proposal = np.array([[1.0, 0.0], [1.0, 0.0]])
+    received = np.array([[[0.8, 0.4], [-1.0, 0.0]]])  # row 0 passes, row 1 not
+    merged = proposal.copy()
+    accepted = parzen_merge(previous, merged, received, mixing_weight=0.25)
+    np.testing.assert_array_equal(accepted, [[True, False]])
+    np.testing.assert_allclose(merged, [[0.95, 0.1], [1.0, 0.0]], rtol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("mixing_weight", [0.05, 0.25, 0.5, 0.9])
+@pytest.mark.parametrize(
+    ("n_messages", "column_start", "width"), [(1, 0, 12), (4, 3, 6)]
+)
+def test_mixing_weight_matches_reference(
+    dtype, mixing_weight, n_messages, column_start, width
+):
+    rng = np.random.default_rng(n_messages + column_start)
+    previous = rng.normal(size=(3, 12)).astype(dtype)
+    proposal = (previous + rng.normal(scale=0.3, size=previous.shape)).astype(dtype)
+    received = (
+        proposal[np.newaxis, :, column_start : column_start + width]
+        + rng.normal(scale=0.4, size=(n_messages, 3, width))
+    ).astype(dtype)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+
+    merged = proposal.copy()
+    average_merge(merged, received, column_start, mixing_weight)
+    want = ref.average_merge(proposal, received, column_start, mixing_weight)
+    assert merged.dtype == dtype
+    np.testing.assert_allclose(merged, want, rtol=rtol)
+
+    merged = proposal.copy()
+    accepted = parzen_merge(
+        previous, merged, received, column_start, mixing_weight=mixing_weight
+    )
+    want, want_accepted = ref.parzen_merge(
+        previous, proposal, received, column_start, mixing_weight
+    )
+    np.testing.assert_array_equal(accepted, want_accepted)
+    np.testing.assert_allclose(merged, want, rtol=rtol)
+
+
+@pytest.mark.parametrize("mixing_weight", [0.0, 1.0, -0.5, 2.0])
+def test_mixing_weight_outside_the_open_unit_interval_raises(mixing_weight):
+    proposal = np.ones((1, 2))
+    with pytest.raises(ValueError, match="mixing_weight"):
+        average_merge(proposal, np.zeros((1, 1, 2)), mixing_weight=mixing_weight)
+    with pytest.raises(ValueError, match="mixing_weight"):
+        parzen_merge(
+            np.zeros((1, 2)), proposal, np.zeros((1, 1, 2)), mixing_weight=mixing_weight
+        )
+    np.testing.assert_array_equal(proposal, 1.0)
+
+
+def test_average_merge_checks_shapes():
+    with pytest.raises(ValueError, match="received"):
+        average_merge(np.ones((3, 4)), np.zeros((1, 2, 4)))

@@ -65,6 +65,26 @@ def test_blocks_of_different_widths_from_the_same_column_merge():
     np.testing.assert_allclose(merged[:, 3:], 1.0)
 
 
+@pytest.mark.parametrize("parzen_window", [False, True])
+def test_mixing_weight_moves_the_state_part_of_the_way(parzen_window):
+    # One peer state in front of the step (it passes the Parzen test too):
+    # the worker keeps three quarters of its own.
+    endpoint = FakeEndpoint([message(np.full((2, 6), 4.0), 0)])
+    exchange = StateExchange(
+        endpoint,
+        n_columns=6,
+        message_size=1.0,
+        parzen_window=parzen_window,
+        mixing_weight=0.25,
+    )
+    model = state(2.0)
+    exchange.merge(model, previous=state(0.0).exchanged())
+    np.testing.assert_allclose(model.exchanged(), 0.75 * 2.0 + 0.25 * 4.0)
+    assert (exchange.accepted, exchange.rejected) == (2, 0)
+    assert exchange.merges == 1
+    assert exchange.merge_shift == pytest.approx(np.sqrt(12) * 0.25 * 2.0)
+
+
 def test_parzen_rejects_states_behind_the_step():
     endpoint = FakeEndpoint([message(np.full((2, 6), -1.0), 0)])
     exchange = StateExchange(

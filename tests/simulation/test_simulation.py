@@ -61,6 +61,23 @@ def test_a_simulation_is_deterministic(data, communication):
     assert (last["messages_received"] > 0).all()
 
 
+def test_the_mixing_weight_reaches_the_workers_merge(data):
+    # Same seeds, same messages in the same simulated order: only the merge's
+    # weights differ, and so do the models; each is reproducible.
+    X, y = data
+    params = dict(communication="fixed", send_interval=256, parzen_window=False)
+    mean, _ = simulate(classifier(**params), X, y, n_workers=8, seed=3)
+    mixed, _ = simulate(
+        classifier(**params, mixing_weight=0.25), X, y, n_workers=8, seed=3
+    )
+    again, _ = simulate(
+        classifier(**params, mixing_weight=0.25), X, y, n_workers=8, seed=3
+    )
+    np.testing.assert_array_equal(mixed.coef_, again.coef_)
+    assert not np.allclose(mixed.coef_, mean.coef_, rtol=1e-6, atol=0)
+    assert (mixed.history_.groupby("worker")["merges"].max() > 0).all()
+
+
 def test_a_slow_link_queues_messages_and_the_balancer_backs_off(data):
     X, y = data
     slow = LinkModel(bandwidth=2e4, latency=0.001, samples_per_second=2e5)
