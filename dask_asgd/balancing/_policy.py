@@ -46,12 +46,24 @@ the worker's own training did brings what the worker's rows do not hold
   merges start to pay;
 * benefit above ``useful_benefit``: the interval falls to the cost bound at
   once, and messages grow back to whole states. The bound is then the CPU
-  budget and the whole link (not ``link_share`` of it), stretched only for
-  failed sends: no progress stretch, and publishes dropped at the in-flight
-  bound or messages overwritten in a mailbox, which cost little, do not
-  count against merging often;
-* in between, or with no merge in the period (benefit unknown): the cost law
-  alone, never shortening the interval.
+  budget and the link with sends overlapping on it (``paying_link_share``,
+  as many as the exchange keeps in flight), stretched only for failed sends:
+  no progress stretch, and publishes dropped at the in-flight bound or
+  messages overwritten in a mailbox, which cost little, do not count against
+  merging often;
+* in between (merges move the state about as far as training does), or with
+  only states that a whole-state test (K-Means) rejected (their centers lie
+  in another arrangement: neither benefit nor cost): exchange is not shown
+  useless, so the interval holds where the last judged period put it; only
+  the paying bound (failed sends, CPU) may lengthen it. A noisy benefit
+  crossing ``useful_benefit`` then does not throw the interval from the
+  paying bound to the stretched cost bound;
+* with no merge in the period (benefit unknown): the cost law alone, never
+  shortening the interval.
+
+The law acts only on reports, so a worker starts at the user's interval but
+no longer than lets a report's exchanges happen in the first quarter of its
+first epoch (:meth:`BalancingPolicy.first_send_interval`).
 
 Changes smaller than ``deadband`` are ignored and changes up to
 ``jump_ratio`` are smoothed, so the law holds still on a steady link and
