@@ -46,12 +46,24 @@ the worker's own training did brings what the worker's rows do not hold
   merges start to pay;
 * benefit above ``useful_benefit``: the interval falls to the cost bound at
   once, and messages grow back to whole states. The bound is then the CPU
-  budget and the whole link (not ``link_share`` of it), stretched only for
-  failed sends: no progress stretch, and publishes dropped at the in-flight
-  bound or messages overwritten in a mailbox, which cost little, do not
-  count against merging often;
-* in between, or with no merge in the period (benefit unknown): the cost law
-  alone, never shortening the interval.
+  budget and the link with sends overlapping on it (``paying_link_share``,
+  as many as the exchange keeps in flight), stretched only for failed sends:
+  no progress stretch, and publishes dropped at the in-flight bound or
+  messages overwritten in a mailbox, which cost little, do not count against
+  merging often;
+* in between (merges move the state about as far as training does), or with
+  only states that a whole-state test (K-Means) rejected (their centers lie
+  in another arrangement: neither benefit nor cost): exchange is not shown
+  useless, so the interval holds where the last judged period put it; only
+  the paying bound (failed sends, CPU) may lengthen it. A noisy benefit
+  crossing ``useful_benefit`` then does not throw the interval from the
+  paying bound to the stretched cost bound;
+* with no merge in the period (benefit unknown): the cost law alone, never
+  shortening the interval.
+
+The law acts only on reports, so a worker starts at the user's interval but
+no longer than lets a report's exchanges happen in the first quarter of its
+first epoch (:meth:`BalancingPolicy.first_send_interval`).
 
 Changes smaller than ``deadband`` are ignored and changes up to
 ``jump_ratio`` are smoothed, so the law holds still on a steady link and
@@ -92,6 +104,9 @@ class PolicyLimits:
     max_message_size: float = 1.0
     #: A message's transfer may take this share of the send interval.
     link_share: float = 0.5
+    #: The same share when exchange pays: over 1, sends overlap on the wire,
+    #: as many as the exchange keeps in flight (``max-in-flight``, 2).
+    paying_link_share: float = 2.0
     #: How much fast loss progress may stretch the send interval.
     max_progress_stretch: float = 4.0
     #: Relative loss fall per second above which progress counts as fast.
@@ -150,6 +165,11 @@ class WorkerSignals:
     merges: int = 0
     merge_shift: float = 0.0
     local_move: float = 0.0
+    #: Merges left out of ``merges``: a test that judges the whole state
+    #: (K-Means) rejected every received state. A peer whose centers lie in
+    #: another arrangement moves nothing, however much the accepted merges
+    #: buy; such a merge is neither benefit nor cost.
+    rejected_merges: int = 0
 
     @property
     def benefit(self) -> float | None:
@@ -201,7 +221,8 @@ class BalancingPolicy:
         """
         limits = self.limits
         cpu_bound = signals.exchange_seconds / limits.cpu_budget
-        link_bound = signals.send_latency / (1.0 if paying else limits.link_share)
+        share = limits.paying_link_share if paying else limits.link_share
+        link_bound = signals.send_latency / share
         send_time, reason = (
             (cpu_bound, "cpu") if cpu_bound >= link_bound else (link_bound, "link")
         )
@@ -237,6 +258,24 @@ class BalancingPolicy:
         floor = max(limits.min_message_size, limits.min_bytes_to_split / state_bytes)
         return min(requested, _clip(floor, limits.min_message_size, 1.0))
 
+    def first_send_interval(
+        self, requested: int, rows_per_epoch: int, report_exchanges: int | None
+    ) -> int:
+        """The send interval a worker starts with.
+
+        The law acts only on reports, and a report waits for
+        ``report_exchanges`` exchanges (or a report period, longer than a
+        short fit). So the worker starts at ``requested``, but no longer than
+        lets ``report_exchanges`` exchanges happen in the first quarter of its
+        first epoch: a worker holding few rows otherwise ends its fit at the
+        user's guess, however much exchange pays. Where it buys nothing, the
+        law grows the interval again from the first report on.
+        """
+        if report_exchanges is None or rows_per_epoch <= 0:
+            return requested
+        within = rows_per_epoch // (4 * report_exchanges)
+        return min(requested, max(within, self.limits.min_send_interval))
+
     def decide(self, current: Settings, signals: WorkerSignals) -> Settings:
         """New settings for a worker from its current ones and its signals.
 
@@ -258,7 +297,16 @@ class BalancingPolicy:
         benefit = signals.benefit
         pays = benefit is not None and benefit >= limits.useful_benefit
         useless = benefit is not None and benefit < limits.useless_benefit
-        send_time, reason = self.target_send_time(signals, paying=pays)
+        # Merges that move the state about as far as training (unclear), or
+        # only states rejected whole (nothing to judge by): exchange is not
+        # shown useless, so the interval holds where the last judged period
+        # put it unless the link fails (see the module docstring).
+        holds = (
+            not pays
+            and not useless
+            and (benefit is not None or signals.rejected_merges > 0)
+        )
+        send_time, reason = self.target_send_time(signals, paying=pays or holds)
         message_size, send_time, reason = self._message_size(
             current, signals, send_time, reason, useless
         )

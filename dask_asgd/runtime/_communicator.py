@@ -35,7 +35,7 @@ FIRST_REPORT_EXCHANGES = 4
 
 #: Exchange counters of what merges bought, compared from one report to the
 #: next (see :class:`~dask_asgd.balancing.WorkerSignals`).
-_BENEFIT = ("merges", "merge_shift", "local_move")
+_BENEFIT = ("merges", "merge_shift", "local_move", "rejected_merges")
 
 #: Endpoint counters a report compares from one period to the next.
 _COUNTERS = (
@@ -74,6 +74,21 @@ def first_message_size(
     """
     policy = BalancingPolicy(policy_limits(balancing))
     return policy.first_message_size(state_bytes, requested)
+
+
+def first_send_interval(
+    balancing: _config.BalancingConfig, requested: int, rows_per_epoch: int
+) -> int:
+    """The send interval an adaptive worker starts with.
+
+    The user's ``send_interval``, shortened for a worker whose rows would
+    not give the balancer a report early in the first epoch (see
+    :meth:`BalancingPolicy.first_send_interval`).
+    """
+    policy = BalancingPolicy(policy_limits(balancing))
+    return policy.first_send_interval(
+        requested, rows_per_epoch, balancing.report_exchanges
+    )
 
 
 class SettingsSource(Protocol):
@@ -330,6 +345,7 @@ class Communicator:
             merges=int(merged["merges"]),
             merge_shift=merged["merge_shift"],
             local_move=merged["local_move"],
+            rejected_merges=int(merged["rejected_merges"]),
         )
 
     def _apply(self, future: concurrent.futures.Future) -> None:

@@ -83,6 +83,8 @@ class StateExchange:
         self.merges = 0
         self.merge_shift = 0.0
         self.local_move = 0.0
+        #: Merges left out of those: the whole-state test rejected every state.
+        self.rejected_merges = 0
 
     def set_message_size(self, message_size: float) -> None:
         """Change the fraction of the state each message carries."""
@@ -130,6 +132,7 @@ class StateExchange:
             received = np.stack(payloads)
             stop = start + received.shape[2]
             before = proposal[:, start:stop].copy()
+            merged = True
             if self.parzen_window and previous is not None:
                 accepted = parzen_merge(
                     previous,
@@ -141,6 +144,7 @@ class StateExchange:
                 )
                 self.accepted += int(accepted.sum())
                 self.rejected += int(accepted.size - accepted.sum())
+                merged = bool(accepted.any())
             elif self.mixing_weight is not None:
                 average_merge(proposal, received, start, self.mixing_weight)
                 self.accepted += received.shape[0] * received.shape[1]
@@ -149,7 +153,12 @@ class StateExchange:
                     proposal[:, start:stop] + received.sum(axis=0)
                 ) / (received.shape[0] + 1)
                 self.accepted += received.shape[0] * received.shape[1]
-            if previous is not None:
+            if previous is not None and not merged and not self.parzen_per_row:
+                # The whole-state test rejected every state: the peers' centers
+                # lie in another arrangement. That says nothing of what merging
+                # buys (see WorkerSignals.rejected_merges).
+                self.rejected_merges += 1
+            elif previous is not None:
                 self._note_merge(
                     before, proposal[:, start:stop], previous[:, start:stop]
                 )
@@ -220,6 +229,7 @@ class StateExchange:
             "merges": self.merges,
             "merge_shift": self.merge_shift,
             "local_move": self.local_move,
+            "rejected_merges": self.rejected_merges,
             "bytes_sent": sent.get("bytes_sent", 0),
             "bytes_received": sent.get("bytes_received", 0),
             "send_latency": sent.get("send_latency", 0.0),

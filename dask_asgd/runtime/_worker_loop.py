@@ -22,7 +22,12 @@ import numpy as np
 from ..coordination import EpochAnswer, WorkerControlPlane
 from ..exchange import TopicSpec, join_topic
 from ..learners import ExchangedState, LearnerRun, Partition
-from ._communicator import Communicator, SettingsSource, first_message_size
+from ._communicator import (
+    Communicator,
+    SettingsSource,
+    first_message_size,
+    first_send_interval,
+)
 from ._handover import leaving_states, taken_state
 from ._loop_cpu import event_loop_cpu_clock
 from ._shuffle import epoch_order
@@ -77,7 +82,7 @@ def train_worker(task: FitTask, partitions: list[Partition]) -> WorkerResult:
     with (
         control.heartbeats(),
         leaving_states(task.fit_id, member, may_be_replaced) as on_epoch,
-        open_communicator(task, control) as communicator,
+        open_communicator(task, control, rows_per_epoch(partitions)) as communicator,
     ):
         return run_worker(task, partitions, control, communicator, on_epoch=on_epoch)
 
@@ -277,12 +282,13 @@ def epoch_chunks(
 
 @contextmanager
 def open_communicator(
-    task: FitTask, balancer: SettingsSource
+    task: FitTask, balancer: SettingsSource, rows: int
 ) -> Iterator[Communicator | None]:
     """Join the fit's topic for the duration of training, with a communicator.
 
     Runs on the worker, inside the training task; leaving the block closes
-    the subscription (the topic's mailbox and handler go with it).
+    the subscription (the topic's mailbox and handler go with it). ``rows``:
+    the worker's rows per epoch, which bound an adaptive start interval.
 
     Yields
     ------
@@ -322,7 +328,7 @@ def open_communicator(
         del start  # a copy of the state, not needed while training
         yield Communicator(
             exchange,
-            options.send_interval,
+            start_send_interval(task, rows),
             balancer if options.communication == "adaptive" else None,
             report_period=task.config.balancing.report_period,
             loop_cpu=event_loop_cpu_clock(get_worker()),
@@ -339,6 +345,25 @@ def start_message_size(task: FitTask, state_bytes: int) -> float:
     if options.communication != "adaptive":
         return options.message_size
     return first_message_size(task.config.balancing, state_bytes, options.message_size)
+
+
+def start_send_interval(task: FitTask, rows_per_epoch: int) -> int:
+    """The task's send interval, shortened for a worker of few rows when adaptive."""
+    options = task.exchange
+    if options.communication != "adaptive":
+        return options.send_interval
+    return first_send_interval(
+        task.config.balancing, options.send_interval, rows_per_epoch
+    )
+
+
+def rows_per_epoch(partitions: list[Partition]) -> int:
+    """Rows a worker trains on in one epoch (those not held out)."""
+    return sum(
+        p.X.shape[0]
+        - (0 if p.validation is None else int(np.count_nonzero(p.validation)))
+        for p in partitions
+    )
 
 
 def adaptive_cpu_budget(task: FitTask) -> float | None:

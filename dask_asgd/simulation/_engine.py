@@ -31,7 +31,12 @@ from ..runtime._driver import combine
 from ..runtime._fit import policy_limits
 from ..runtime._state_exchange import StateExchange
 from ..runtime._supervisor import Member
-from ..runtime._worker_loop import adaptive_cpu_budget, start_message_size
+from ..runtime._worker_loop import (
+    adaptive_cpu_budget,
+    rows_per_epoch,
+    start_message_size,
+    start_send_interval,
+)
 from ._network import LinkModel, SimulatedNetwork
 from ._virtual_time import VirtualTime
 
@@ -305,7 +310,14 @@ def _run_threads(
         error = None
         try:
             time.start(worker)
-            communicator = _communicator(tasks[worker], links, barrier, worker, time)
+            communicator = _communicator(
+                tasks[worker],
+                links,
+                barrier,
+                worker,
+                time,
+                rows_per_epoch(partitions[worker]),
+            )
             results[worker] = run_worker(
                 tasks[worker],
                 partitions[worker],
@@ -380,6 +392,7 @@ def _communicator(
     barrier: _Barrier,
     worker: int,
     time: VirtualTime,
+    rows: int,
 ) -> Communicator | None:
     options = task.exchange
     if options.communication == "off" or len(task.peers) <= 1:
@@ -395,7 +408,7 @@ def _communicator(
     )
     return Communicator(
         exchange,
-        options.send_interval,
+        start_send_interval(task, rows),
         barrier.control_plane(worker) if options.communication == "adaptive" else None,
         report_period=task.config.balancing.report_period,
         clock=time.clock(worker),

@@ -215,3 +215,50 @@ def test_idle_worker_keeps_its_settings():
     policy = BalancingPolicy(limits())
     current = Settings(4096, 1.0)
     assert policy.decide(current, signals(samples_per_second=0.0)) is current
+
+
+def test_a_worker_of_few_rows_starts_short_enough_to_report_early():
+    policy = BalancingPolicy(limits(min_send_interval=256))
+    # 8 exchanges per report: they fit in the first quarter of an epoch.
+    assert policy.first_send_interval(4096, 6_250, report_exchanges=8) == 256
+    assert policy.first_send_interval(4096, 100_000, report_exchanges=8) == 3125
+    # Many rows, or no report by exchanges: the user's interval.
+    assert policy.first_send_interval(4096, 750_000, report_exchanges=8) == 4096
+    assert policy.first_send_interval(4096, 6_250, report_exchanges=None) == 4096
+
+
+def test_unclear_benefit_holds_the_interval_against_progress_and_drops():
+    policy = BalancingPolicy(limits())
+    cheap = dict(exchange_seconds=0.00002, send_latency=0.0001)
+    at_bound = run(policy, Settings(4096, 1.0), lambda s: signals(**cheap, **PAYS))[-1]
+    unclear = dict(merges=10, merge_shift=8.0, local_move=10.0)
+    busy = signals(progress=5.0, dropped=30, lost=30, **cheap, **unclear)
+    assert policy.decide(at_bound, busy) is at_bound
+    # With no merge to judge, the cost law stretches the same signals far.
+    blind = signals(progress=5.0, dropped=30, lost=30, **cheap)
+    assert policy.decide(at_bound, blind).send_interval > 4 * at_bound.send_interval
+    # Failed sends still lengthen it.
+    failing = signals(progress=5.0, failed=50, **cheap, **unclear)
+    assert policy.decide(at_bound, failing).send_interval > at_bound.send_interval
+
+
+def test_states_rejected_whole_are_neither_benefit_nor_cost():
+    policy = BalancingPolicy(limits())
+    cheap = dict(exchange_seconds=0.00002, send_latency=0.0001, progress=5.0)
+    at_bound = run(policy, Settings(4096, 1.0), lambda s: signals(**cheap, **PAYS))[-1]
+    rejected = signals(merges=0, rejected_merges=8, **cheap)
+    assert rejected.benefit is None
+    assert policy.decide(at_bound, rejected) is at_bound
+    # Accepted merges that pay, between rejected ones: still the cost bound.
+    mixed = signals(rejected_merges=30, **cheap, **PAYS)
+    assert policy.decide(at_bound, mixed) is at_bound
+
+
+def test_when_exchange_pays_sends_overlap_on_the_link():
+    policy = BalancingPolicy(limits())
+    paying = signals(exchange_seconds=0.0, send_latency=0.001, **PAYS)
+    seconds, reason = policy.target_send_time(paying, paying=True)
+    assert reason == "link"
+    assert seconds == pytest.approx(0.001 / policy.limits.paying_link_share)
+    idle, _ = policy.target_send_time(paying)
+    assert idle == pytest.approx(0.001 / policy.limits.link_share)

@@ -135,6 +135,40 @@ def test_kmeans_centers_are_tested_as_a_whole():
     assert sent is not centers.centers
 
 
+def test_a_whole_state_rejected_is_left_out_of_the_benefit():
+    # K-Means: the peer's centers lie behind the local step, rejected whole.
+    previous = np.zeros((2, 2))
+    centers = KMeansState(np.array([[1.0, 0.0], [1.0, 0.0]]), np.array([5.0, 5.0]))
+    exchange = StateExchange(
+        FakeEndpoint([message(np.full((2, 2), -1.0), 0)]),
+        n_columns=2,
+        message_size=1.0,
+        parzen_window=True,
+        parzen_per_row=KMeansState.parzen_per_row,
+    )
+    exchange.merge(centers, previous)
+    assert exchange.rejected_merges == 1
+    assert (exchange.merges, exchange.merge_shift, exchange.local_move) == (0, 0, 0)
+    # Accepted: a merge that counts, with how far it moved the centers.
+    exchange.endpoint.messages = [message(np.full((2, 2), 3.0), 0)]
+    exchange.merge(centers, previous)
+    assert (exchange.merges, exchange.rejected_merges) == (1, 1)
+    assert exchange.merge_shift > 0 and exchange.local_move > 0
+
+
+def test_a_row_rejected_is_a_merge_that_moved_nothing():
+    # Linear models: a rejection is evidence that exchange buys little.
+    exchange = StateExchange(
+        FakeEndpoint([message(np.full((2, 6), -1.0), 0)]),
+        n_columns=6,
+        message_size=1.0,
+        parzen_window=True,
+    )
+    exchange.merge(state(1.0), state(0.0).exchanged())
+    assert (exchange.merges, exchange.rejected_merges) == (1, 0)
+    assert exchange.merge_shift == 0 and exchange.local_move > 0
+
+
 def test_merge_skips_blocks_outside_the_state_as_a_second_line():
     # The handler refuses these first; merge must not slice them in anyway
     # (a negative start would wrap around to the last columns).

@@ -14,7 +14,11 @@ from dask_asgd.learners import (
     Partition,
 )
 from dask_asgd.runtime import run_worker
-from dask_asgd.runtime._worker_loop import epoch_chunks, whole_minibatches
+from dask_asgd.runtime._worker_loop import (
+    epoch_chunks,
+    rows_per_epoch,
+    whole_minibatches,
+)
 from tests import _reference as ref
 
 from ._fakes import AloneControlPlane, task_for
@@ -247,3 +251,13 @@ def test_a_replacement_starts_from_its_hosts_last_barrier_state(rows):
     # Without a state left by its host, it starts from the learner's.
     alone = task_for(linear_learner(batch_size=1), start_from="gone")
     assert with_start_state(alone) is alone
+
+
+def test_rows_per_epoch_leave_out_the_held_out_rows():
+    held_out = np.zeros(10, dtype=bool)
+    held_out[:3] = True
+    parts = [
+        Partition(np.ones((10, 2)), None, np.ones(10), validation=held_out),
+        Partition(np.ones((5, 2)), None, np.ones(5)),
+    ]
+    assert rows_per_epoch(parts) == 7 + 5

@@ -93,6 +93,25 @@ def test_a_slow_link_queues_messages_and_the_balancer_backs_off(data):
     assert (last["send_interval"] > 256).all()
 
 
+def test_a_worker_of_few_rows_starts_short_enough_to_hear_from_the_balancer(data):
+    # 20,000 rows on 4 workers: 5,000 rows a worker per epoch. From the
+    # default 4,096 the first report (after 8 exchanges) would come in the
+    # seventh epoch; cut to 5,000 / 32, clipped to the 256 floor, it comes
+    # in the first.
+    X, y = data
+    model, fit = simulate(
+        classifier(communication="adaptive", max_iter=2), X, y, n_workers=4
+    )
+    control = model.communication_history_
+    initial = control[control["reason"] == "initial"]
+    assert (initial["send_interval"] == 256).all()
+    assert fit.decisions
+    assert min(d["time"] for d in fit.decisions) < fit.epochs[0]["time"]
+    # Fixed intervals are the user's, whatever the rows.
+    fixed, _ = simulate(classifier(communication="fixed"), X, y, n_workers=4)
+    assert (fixed.history_["send_interval"] == 4096).all()
+
+
 def test_kmeans_runs_on_many_simulated_workers():
     X, _ = make_blobs(30_000, 5, centers=4, random_state=0)
     estimator = ASGDKMeans(
