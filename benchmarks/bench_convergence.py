@@ -120,6 +120,17 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--send-interval", type=int, default=4096)
+    parser.add_argument(
+        "--intervals",
+        help="comma-separated send intervals: one 'fixed-N' mode each (default: "
+        "--send-interval only, named 'fixed')",
+    )
+    parser.add_argument(
+        "--parzen",
+        choices=["both", "on", "off"],
+        default="both",
+        help="the exchanging modes with the Parzen test, without it, or both",
+    )
     parser.add_argument("--alpha", type=float, default=1e-4)
     parser.add_argument("--learning-rate", default="invscaling")
     parser.add_argument("--eta0", type=float, default=0.1)
@@ -300,6 +311,27 @@ def run_modes(
     return table, accepted
 
 
+def exchange_modes(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """``off``, then each fixed interval and ``adaptive``, with and/or
+    without the Parzen test (``--parzen``)."""
+    intervals = [int(i) for i in args.intervals.split(",")] if args.intervals else None
+    exchanging = {
+        f"fixed-{i}": {"communication": "fixed", "send_interval": i}
+        for i in (intervals or [])
+    } or {"fixed": {"communication": "fixed", "send_interval": args.send_interval}}
+    exchanging["adaptive"] = {
+        "communication": "adaptive",
+        "send_interval": args.send_interval,
+    }
+    modes: dict[str, dict[str, Any]] = {"off": {"communication": "off"}}
+    for name, params in exchanging.items():
+        if args.parzen in ("both", "on"):
+            modes[name] = params
+        if args.parzen in ("both", "off"):
+            modes[f"{name}, no Parzen"] = {**params, "parzen_window": False}
+    return modes
+
+
 def print_table(
     table: dict[str, list[tuple[float, float]]],
     accepted: dict[str, tuple[int, int]],
@@ -336,21 +368,7 @@ def main() -> None:
     args = parse_arguments()
     problem = (kmeans_problem if args.model == "kmeans" else logistic_problem)(args)
     digits = 3 if args.model == "kmeans" else 5
-    modes = {
-        "off": {"communication": "off"},
-        "fixed": {"communication": "fixed", "send_interval": args.send_interval},
-        "fixed, no Parzen": {
-            "communication": "fixed",
-            "send_interval": args.send_interval,
-            "parzen_window": False,
-        },
-        "adaptive": {"communication": "adaptive", "send_interval": args.send_interval},
-        "adaptive, no Parzen": {
-            "communication": "adaptive",
-            "send_interval": args.send_interval,
-            "parzen_window": False,
-        },
-    }
+    modes = exchange_modes(args)
     last_epoch: dict[str, list[float]] = {mode: [] for mode in modes}
     with (
         LocalCluster(
