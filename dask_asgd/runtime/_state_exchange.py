@@ -71,6 +71,7 @@ class StateExchange:
         self.parzen_window = parzen_window
         self.parzen_per_row = parzen_per_row
         self.n_columns = n_columns
+        self._last_merges: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self.set_message_size(message_size)
         self._next_block = 0
         self.accepted = 0
@@ -85,6 +86,14 @@ class StateExchange:
         self.local_move = 0.0
         #: Merges left out of those: the whole-state test rejected every state.
         self.rejected_merges = 0
+        #: How much of each merge the worker's own training took back before
+        #: the next merge of the same columns: minus the projection of that
+        #: training's move on the merge's shift, and the squared shifts, summed
+        #: (their ratio is the fraction undone: near 1 when merges do not
+        #: last). In ``history_`` for study; the balancing law does not read
+        #: it. Keeps the last merged block and its shift (up to two states).
+        self.merge_undone = 0.0
+        self.merge_shift_squares = 0.0
 
     def set_message_size(self, message_size: float) -> None:
         """Change the fraction of the state each message carries."""
@@ -93,6 +102,8 @@ class StateExchange:
         self.block_starts = list(range(0, self.n_columns, width))
         self.block_width = width
         self._next_block = 0
+        # Blocks of another width are not merged again: let their copies go.
+        self._last_merges.clear()
 
     def merge(self, state: ExchangedState, previous: np.ndarray | None) -> None:
         """Merge the messages that arrived into ``state``.
@@ -162,6 +173,7 @@ class StateExchange:
                 self._note_merge(
                     before, proposal[:, start:stop], previous[:, start:stop]
                 )
+                self._note_undone(start, stop, before, proposal[:, start:stop])
         state.set_exchanged(proposal)
 
     def _note_merge(
@@ -174,6 +186,20 @@ class StateExchange:
             self.merges += 1
             self.merge_shift += shift
             self.local_move += move
+
+    def _note_undone(
+        self, start: int, stop: int, before: np.ndarray, after: np.ndarray
+    ) -> None:
+        """Add how much of the last merge of these columns training took back."""
+        last = self._last_merges.get((start, stop))
+        if last is not None:
+            last_after, last_shift = last
+            undone = -float(np.vdot(before - last_after, last_shift))
+            squares = float(np.vdot(last_shift, last_shift))
+            if math.isfinite(undone) and math.isfinite(squares):
+                self.merge_undone += undone
+                self.merge_shift_squares += squares
+        self._last_merges[start, stop] = (after.copy(), after - before)
 
     def publish(self, state: ExchangedState) -> np.ndarray:
         """Send the next block of ``state`` to a random peer, without waiting.
@@ -230,6 +256,8 @@ class StateExchange:
             "merge_shift": self.merge_shift,
             "local_move": self.local_move,
             "rejected_merges": self.rejected_merges,
+            "merge_undone": self.merge_undone,
+            "merge_shift_squares": self.merge_shift_squares,
             "bytes_sent": sent.get("bytes_sent", 0),
             "bytes_received": sent.get("bytes_received", 0),
             "send_latency": sent.get("send_latency", 0.0),

@@ -211,3 +211,28 @@ def test_a_non_finite_own_state_keeps_the_previous_bound():
     assert endpoint.max_abs == pytest.approx(2 * MAGNITUDE_HEADROOM)
     assert magnitude_bound(np.array([[1.0, np.inf]])) is None
     assert magnitude_bound(np.empty((2, 0))) == MAGNITUDE_HEADROOM
+
+
+@pytest.mark.parametrize(
+    ("trained_back", "fraction"), [(1.0, 1.0), (0.5, 0.5), (0.0, 0.0)]
+)
+def test_the_share_of_a_merge_that_training_took_back_is_counted(
+    trained_back, fraction
+):
+    endpoint = FakeEndpoint([message(np.full((2, 6), 4.0), 0)])
+    exchange = StateExchange(
+        endpoint, n_columns=6, message_size=1.0, parzen_window=False
+    )
+    model = state(0.0)
+    exchange.merge(model, previous=state(0.0).exchanged())
+    # The mean of 0 and 4 moved every number by 2; training then moves it
+    # back by ``trained_back`` of that before the next merge.
+    np.testing.assert_allclose(model.exchanged(), 2.0)
+    model.set_exchanged(model.exchanged() - 2.0 * trained_back)
+    assert exchange.merge_shift_squares == 0  # nothing to compare yet
+    endpoint.messages = [message(np.full((2, 6), 4.0), 0)]
+    exchange.merge(model, previous=state(0.0).exchanged())
+    assert exchange.merge_shift_squares == pytest.approx(12 * 2.0**2)
+    assert exchange.merge_undone / exchange.merge_shift_squares == pytest.approx(
+        fraction
+    )
