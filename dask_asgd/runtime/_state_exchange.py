@@ -91,7 +91,8 @@ class StateExchange:
         #: training's move on the merge's shift, and the squared shifts, summed
         #: (their ratio is the fraction undone: near 1 when merges do not
         #: last). In ``history_`` for study; the balancing law does not read
-        #: it. Keeps the last merged block and its shift (up to two states).
+        #: it. Keeps each block as it was before and after its last merge (up
+        #: to two states).
         self.merge_undone = 0.0
         self.merge_shift_squares = 0.0
 
@@ -190,16 +191,20 @@ class StateExchange:
     def _note_undone(
         self, start: int, stop: int, before: np.ndarray, after: np.ndarray
     ) -> None:
-        """Add how much of the last merge of these columns training took back."""
+        """Add how much of the last merge of these columns training took back.
+
+        ``before`` is the caller's own copy: it is kept, not copied again.
+        """
         last = self._last_merges.get((start, stop))
         if last is not None:
-            last_after, last_shift = last
-            undone = -float(np.vdot(before - last_after, last_shift))
-            squares = float(np.vdot(last_shift, last_shift))
+            last_before, last_after = last
+            shift = last_after - last_before
+            undone = -float(np.vdot(before - last_after, shift))
+            squares = float(np.vdot(shift, shift))
             if math.isfinite(undone) and math.isfinite(squares):
                 self.merge_undone += undone
                 self.merge_shift_squares += squares
-        self._last_merges[start, stop] = (after.copy(), after - before)
+        self._last_merges[start, stop] = (before, after.copy())
 
     def publish(self, state: ExchangedState) -> np.ndarray:
         """Send the next block of ``state`` to a random peer, without waiting.
