@@ -324,7 +324,7 @@ class DaskTaskRunner:
         Only the futures' states are awaited, not their results: waiting with
         ``Future.result`` downloaded every worker's state, one worker after
         the other, and :meth:`gather` downloaded them again (two 3.2 MB
-        states over 10 Mbit/s links took 5.4 s to come back instead of 2.6).
+        states over 10 Mbit/s links took 5.4 s to come back instead of 2.7).
         Errors are left for :meth:`gather` to raise. ``distributed.wait``
         finds its client as the current one, which the embedded client is
         made here.

@@ -71,7 +71,9 @@ class StateExchange:
         self.parzen_window = parzen_window
         self.parzen_per_row = parzen_per_row
         self.n_columns = n_columns
-        self._last_merges: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        #: Per block (start, stop) merged: its last merge's shift, the shift's
+        #: product with the block after that merge, and its squared norm.
+        self._last_merges: dict[tuple[int, int], tuple[np.ndarray, float, float]] = {}
         self.set_message_size(message_size)
         self._next_block = 0
         self.accepted = 0
@@ -91,8 +93,7 @@ class StateExchange:
         #: training's move on the merge's shift, and the squared shifts, summed
         #: (their ratio is the fraction undone: near 1 when merges do not
         #: last). In ``history_`` for study; the balancing law does not read
-        #: it. Keeps each block as it was before and after its last merge (up
-        #: to two states).
+        #: it. Keeps each block's last shift (up to one state).
         self.merge_undone = 0.0
         self.merge_shift_squares = 0.0
 
@@ -172,39 +173,41 @@ class StateExchange:
                 self.rejected_merges += 1
             elif previous is not None:
                 self._note_merge(
-                    before, proposal[:, start:stop], previous[:, start:stop]
+                    (start, stop),
+                    before,
+                    proposal[:, start:stop],
+                    previous[:, start:stop],
                 )
-                self._note_undone(start, stop, before, proposal[:, start:stop])
         state.set_exchanged(proposal)
 
     def _note_merge(
-        self, before: np.ndarray, after: np.ndarray, previous: np.ndarray
+        self,
+        block: tuple[int, int],
+        before: np.ndarray,
+        after: np.ndarray,
+        previous: np.ndarray,
     ) -> None:
-        """Add one block's merge shift and own movement to the counters."""
-        shift = float(np.linalg.norm(after - before))
+        """Add one block's merge to the counters: how far it moved the block,
+        how far training had moved it since the previous exchange, and how
+        much of the block's last merge training took back since then."""
+        shift = after - before
+        shift_norm = float(np.linalg.norm(shift))
         move = float(np.linalg.norm(before - previous))
-        if math.isfinite(shift) and math.isfinite(move):
-            self.merges += 1
-            self.merge_shift += shift
-            self.local_move += move
-
-    def _note_undone(
-        self, start: int, stop: int, before: np.ndarray, after: np.ndarray
-    ) -> None:
-        """Add how much of the last merge of these columns training took back.
-
-        ``before`` is the caller's own copy: it is kept, not copied again.
-        """
-        last = self._last_merges.get((start, stop))
+        if not (math.isfinite(shift_norm) and math.isfinite(move)):
+            return
+        self.merges += 1
+        self.merge_shift += shift_norm
+        self.local_move += move
+        last = self._last_merges.get(block)
         if last is not None:
-            last_before, last_after = last
-            shift = last_after - last_before
-            undone = -float(np.vdot(before - last_after, shift))
-            squares = float(np.vdot(shift, shift))
-            if math.isfinite(undone) and math.isfinite(squares):
+            # -(before - last_after) . last_shift, with last_after . last_shift
+            # computed at the last merge: one product per merge, one array kept.
+            last_shift, last_reach, last_squares = last
+            undone = last_reach - float(np.vdot(before, last_shift))
+            if math.isfinite(undone):
                 self.merge_undone += undone
-                self.merge_shift_squares += squares
-        self._last_merges[start, stop] = (before, after.copy())
+                self.merge_shift_squares += last_squares
+        self._last_merges[block] = (shift, float(np.vdot(after, shift)), shift_norm**2)
 
     def publish(self, state: ExchangedState) -> np.ndarray:
         """Send the next block of ``state`` to a random peer, without waiting.
