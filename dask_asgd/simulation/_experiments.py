@@ -135,9 +135,14 @@ def _logistic(args: argparse.Namespace) -> Workload:
     signs = np.where(y[sample] == 1, 1.0, -1.0)
 
     def objective(state: Any) -> dict[str, float]:
-        margin = signs * (X[sample] @ state.weights[0] + state.intercepts[0])
+        # Score what the estimator would publish: with averaging, the running
+        # averages (coef_ is the averaged weights), not the last iterates.
+        averaged = skewed.get("average", False) and state.has_averages()
+        weights = state.average_weights[0] if averaged else state.weights[0]
+        intercept = state.average_intercepts[0] if averaged else state.intercepts[0]
+        margin = signs * (X[sample] @ weights + intercept)
         log_loss = float(np.mean(np.logaddexp(0.0, -margin)))
-        penalty = 0.5 * alpha * float(state.weights[0] @ state.weights[0])
+        penalty = 0.5 * alpha * float(weights @ weights)
         return {"objective": log_loss + penalty}
 
     def estimator(**params: Any) -> Any:

@@ -165,3 +165,27 @@ def test_at_many_workers_the_interval_settles_and_stays_bounded(n_workers):
     assert (unchanged >= 0.9).all(), unchanged
     assert (intervals.iloc[-1] >= 0.8 * high).mean() >= 0.9
     assert intervals.iloc[0].median() < high
+
+
+def test_the_experiments_score_the_averaged_model_when_averaging():
+    # With average=True the estimator publishes the running averages as
+    # coef_: the label-skewed experiment must score those, not the iterates.
+    import argparse
+
+    from dask_asgd.learners.linear import LinearState
+    from dask_asgd.simulation._experiments import add_arguments, workload
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    arguments = parser.parse_args(["--rows", "20000", "--features", "10"])
+    skewed = parser.parse_args(["--rows", "20000", "--features", "10", "--skew", "0.9"])
+    state = LinearState.zeros(1, 10, np.float64)
+    state.weights[0] = 10.0  # a poor iterate
+    averaged_only = LinearState.zeros(1, 10, np.float64)
+    # The skewed (averaging) workload scores the averages: all zeros here.
+    assert workload(skewed).evaluate(state)["objective"] == pytest.approx(np.log(2.0))
+    # Without averaging the iterates are the model.
+    assert workload(arguments).evaluate(state)["objective"] > np.log(2.0) + 1.0
+    assert workload(arguments).evaluate(averaged_only)["objective"] == pytest.approx(
+        np.log(2.0)
+    )
