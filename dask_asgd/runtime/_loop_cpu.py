@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from distributed import Worker
+from distributed import Scheduler, Worker
 
 logger = logging.getLogger(__name__)
 
@@ -36,14 +36,25 @@ def event_loop_cpu_clock(worker: Worker) -> Callable[[], float] | None:
     callable or None
         Returns the CPU seconds the loop thread has used so far, divided by
         the number of workers of this process that share the loop (workers
-        started as threads of one process do). None where the platform has
-        no per-thread CPU clock or the loop's thread is unknown.
+        started as threads of one process do, e.g. ``dask worker --no-nanny
+        --nworkers 2``). None where the platform has no per-thread CPU
+        clock, the loop's thread is unknown, or a scheduler runs on the same
+        loop (its CPU cannot be told from the exchanges').
     """
     asyncio_loop = getattr(worker.loop, "asyncio_loop", None)
     # CPython's event loops record the thread that runs them; there is no
     # public accessor.
     thread_id = getattr(asyncio_loop, "_thread_id", None)
     if thread_id is None:
+        return None
+    if _loop_runs_a_scheduler(asyncio_loop):
+        # A threads cluster (``LocalCluster(processes=False)``): the loop also
+        # runs the scheduler and, usually, the client. Their CPU is no
+        # exchange's: counted in, it made one exchange of a 101-float state
+        # cost 1-19 ms, most of it the scheduler's, and the fewer the
+        # exchanges the larger the share each one was charged. The training
+        # thread's time for an exchange still includes its waits for the
+        # interpreter lock that the loop holds while it sends and receives.
         return None
     try:
         clock = time.pthread_getcpuclockid(thread_id)
@@ -65,3 +76,11 @@ def event_loop_cpu_clock(worker: Worker) -> Callable[[], float] | None:
             return 0.0
 
     return loop_cpu_seconds
+
+
+def _loop_runs_a_scheduler(asyncio_loop: object) -> bool:
+    """Whether a scheduler of this process runs on ``asyncio_loop``."""
+    return any(
+        getattr(scheduler.loop, "asyncio_loop", None) is asyncio_loop
+        for scheduler in list(Scheduler._instances)
+    )
