@@ -37,13 +37,21 @@ Usage::
     python benchmarks/bench_convergence.py --skew 0.8                 # non-IID
     python benchmarks/bench_convergence.py --skew 1.0 --average       # averaged SGD
     python benchmarks/bench_convergence.py --model kmeans --epochs 4  # K-Means
+    python benchmarks/bench_convergence.py --simulate --message-seconds 0.0015
+
+``--simulate`` fits the same modes on the same data in
+``dask_asgd.simulation`` (the real training loop, exchange and balancing law
+on simulated workers and links), so the real and the simulated tables can be
+set side by side; ``--message-seconds`` gives every message the fixed cost a
+real send has in the training thread.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +63,7 @@ from sklearn.datasets import make_blobs, make_classification
 from sklearn.linear_model import LogisticRegression, SGDClassifier
 
 from dask_asgd import ASGDClassifier, ASGDKMeans
+from dask_asgd.simulation import LinkModel, simulate
 
 
 def log_loss_objective(model: Any, X: np.ndarray, y: np.ndarray, alpha: float) -> float:
@@ -166,6 +175,19 @@ def parse_arguments() -> argparse.Namespace:
         "--processes",
         action="store_true",
         help="process workers (the rows are copied into each) instead of threads",
+    )
+    parser.add_argument(
+        "--simulate",
+        action="store_true",
+        help="fit every mode in dask_asgd.simulation instead of on a cluster "
+        "(same data, estimators and scoring; seconds are simulated)",
+    )
+    parser.add_argument(
+        "--message-seconds",
+        type=float,
+        default=0.0,
+        help="with --simulate: training-thread seconds each message costs "
+        "(about 0.0015 on thread workers of this project's 2-core machine)",
     )
     return parser.parse_args()
 
@@ -284,8 +306,41 @@ def kmeans_problem(args: argparse.Namespace) -> Problem:
     )
 
 
+#: Fits an estimator on the problem's data; returns the fitted model and the
+#: seconds the fit took.
+Fitter = Callable[[Any, Problem], tuple[Any, float]]
+
+
+def fit_on_cluster(model: Any, problem: Problem) -> tuple[Any, float]:
+    """Fit on the current client's cluster, timed."""
+    started = time.perf_counter()
+    if problem.y is None:
+        model.fit(problem.X)
+    else:
+        model.fit(problem.X, problem.y)
+    return model, time.perf_counter() - started
+
+
+def simulated_fitter(n_workers: int, message_seconds: float) -> Fitter:
+    """Fit in the simulator instead: the real loop, learners, exchange and
+    law on simulated workers, with simulated seconds."""
+    network = LinkModel(message_seconds=message_seconds)
+
+    def fit(model: Any, problem: Problem) -> tuple[Any, float]:
+        fitted, simulated = simulate(
+            model, problem.X, problem.y, n_workers=n_workers, network=network
+        )
+        return fitted, simulated.seconds
+
+    return fit
+
+
 def run_modes(
-    problem: Problem, modes: dict[str, dict[str, Any]], epochs: int, random_state: int
+    problem: Problem,
+    modes: dict[str, dict[str, Any]],
+    epochs: int,
+    random_state: int,
+    fit: Fitter = fit_on_cluster,
 ) -> tuple[dict[str, list[tuple[float, float]]], dict[str, tuple[int, int]]]:
     """(objective, seconds) of a fresh fit per mode and number of epochs."""
     table: dict[str, list[tuple[float, float]]] = {mode: [] for mode in modes}
@@ -293,12 +348,7 @@ def run_modes(
     for max_iter in range(1, epochs + 1):
         for mode, extra in modes.items():
             model = problem.estimator(random_state, max_iter=max_iter, **extra)
-            started = time.perf_counter()
-            if problem.y is None:
-                model.fit(problem.X)
-            else:
-                model.fit(problem.X, problem.y)
-            seconds = time.perf_counter() - started
+            model, seconds = fit(model, problem)
             table[mode].append((problem.objective(model), seconds))
             history = model.history_
             if max_iter == epochs and "rows_accepted" in history:
@@ -364,12 +414,9 @@ def print_table(
         )
 
 
-def main() -> None:
-    args = parse_arguments()
-    problem = (kmeans_problem if args.model == "kmeans" else logistic_problem)(args)
-    digits = 3 if args.model == "kmeans" else 5
-    modes = exchange_modes(args)
-    last_epoch: dict[str, list[float]] = {mode: [] for mode in modes}
+@contextlib.contextmanager
+def real_cluster(args: argparse.Namespace) -> Iterator[None]:
+    """A LocalCluster of ``--workers`` workers and a client, as the default."""
     with (
         LocalCluster(
             n_workers=args.workers,
@@ -382,6 +429,23 @@ def main() -> None:
         ) as cluster,
         Client(cluster),
     ):
+        yield
+
+
+def main() -> None:
+    args = parse_arguments()
+    problem = (kmeans_problem if args.model == "kmeans" else logistic_problem)(args)
+    digits = 3 if args.model == "kmeans" else 5
+    modes = exchange_modes(args)
+    last_epoch: dict[str, list[float]] = {mode: [] for mode in modes}
+    fit = fit_on_cluster
+    cluster_context: Any = contextlib.nullcontext()
+    if args.simulate:
+        fit = simulated_fitter(args.workers, args.message_seconds)
+        print(f"simulated: {args.message_seconds} s per message")
+    else:
+        cluster_context = real_cluster(args)
+    with cluster_context:
         for random_state in range(args.repeats):
             print(f"\nrandom_state={random_state}")
             print(
@@ -390,7 +454,7 @@ def main() -> None:
                     f"{loss:.{digits}f}" for loss in problem.sequential(random_state)
                 )
             )
-            table, accepted = run_modes(problem, modes, args.epochs, random_state)
+            table, accepted = run_modes(problem, modes, args.epochs, random_state, fit)
             print_table(table, accepted, digits)
             for mode in modes:
                 last_epoch[mode].append(table[mode][-1][0])

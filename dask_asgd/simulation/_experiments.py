@@ -85,6 +85,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--message-seconds",
+        type=float,
+        default=0.0,
+        help="training-thread seconds every message costs on top of its copy "
+        "(0 by default; a real exchange on this project's 2-core machine cost "
+        "about 0.0015 s on thread workers)",
+    )
+    parser.add_argument(
         "--skew",
         type=float,
         default=None,
@@ -236,7 +244,10 @@ def _list(text: str) -> list[Any]:
 def efficiency(args: argparse.Namespace) -> None:
     """Epochs to the target per number of workers and mode."""
     work = workload(args)
-    network = LinkModel(samples_per_second=args.samples_per_second)
+    network = LinkModel(
+        samples_per_second=args.samples_per_second,
+        message_seconds=args.message_seconds,
+    )
     target = _target(work, args, network)
     modes, counts = _list(args.modes), _list(args.workers)
     print(f"{'workers':>8} " + " ".join(f"{m:>14}" for m in modes))

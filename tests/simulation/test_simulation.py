@@ -189,3 +189,17 @@ def test_the_experiments_score_the_averaged_model_when_averaging():
     assert workload(arguments).evaluate(averaged_only)["objective"] == pytest.approx(
         np.log(2.0)
     )
+
+
+def test_a_fixed_cost_per_message_lengthens_the_simulated_fit(data):
+    # Each published message costs the sender message_seconds of its clock.
+    X, y = data
+    estimator = classifier(communication="fixed", send_interval=512)
+    _, cheap_fit = simulate(estimator, X, y, n_workers=2)
+    costly, costly_fit = simulate(
+        estimator, X, y, n_workers=2, network=LinkModel(message_seconds=1e-3)
+    )
+    last = costly.history_.groupby("worker").tail(1)
+    published = int(last["messages_published"].min())
+    assert published > 10
+    assert costly_fit.seconds - cheap_fit.seconds >= published * 1e-3
