@@ -12,7 +12,8 @@ For one worker, over the last report period:
 
 * ``cost``: what one exchange costs the worker: wall time in the training
   thread (merge and publish) plus the CPU time the worker's event loop spent
-  over the period (serialising what was sent and received), per exchange;
+  over the period (serialising what was sent and received; left out where
+  the loop also runs the scheduler), per exchange;
   and ``latency``: time from publish to the peer's answer;
 * ``send_time = max(cost / cpu_budget, latency / link_share)``: the shortest
   time between two sends that keeps exchanges under ``cpu_budget`` of the
