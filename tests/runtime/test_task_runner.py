@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
-from distributed import Client, Event, LocalCluster
+from distributed import Client, LocalCluster
 
 from dask_asgd.runtime._driver import DaskTaskRunner
 
@@ -20,8 +22,14 @@ def cluster_and_client():
         yield cluster, client
 
 
+#: The cluster's workers are threads of this process: a plain event reaches
+#: them. (A ``distributed.Event`` would start a worker client, which makes
+#: itself the process's default scheduler and outlives this module.)
+_RELEASE = threading.Event()
+
+
 def _wait_for_event(name: str) -> np.ndarray:
-    Event(name).wait()
+    assert _RELEASE.wait(60), name
     return np.ones(100_000)
 
 
@@ -43,10 +51,10 @@ def test_waiting_does_not_download_results(cluster_and_client):
 def test_waiting_times_out_on_a_running_task_then_sees_it_end(cluster_and_client):
     _, client = cluster_and_client
     runner = DaskTaskRunner(client, train=_wait_for_event)
-    event = Event("test-task-runner-release", client=client)
+    _RELEASE.clear()
     future = client.submit(_wait_for_event, "test-task-runner-release", pure=False)
     assert not runner.wait([future], timeout=0.2)
     assert runner.state(future) == "running"
-    event.set()
+    _RELEASE.set()
     assert runner.wait([future], timeout=30)
     assert runner.state(future) == "done"
