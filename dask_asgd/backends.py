@@ -165,6 +165,7 @@ def _shutdown_embedded_at_exit() -> None:
     quiet = logging.getLogger("distributed")
     quiet.setLevel(logging.ERROR)
     shutdown_embedded()
+    # Closing the cluster gave back the level it found when it started.
     quiet.setLevel(logging.ERROR)
 
 

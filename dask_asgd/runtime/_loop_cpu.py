@@ -36,8 +36,8 @@ def event_loop_cpu_clock(worker: Worker) -> Callable[[], float] | None:
     callable or None
         Returns the CPU seconds the loop thread has used so far, divided by
         the number of workers of this process that share the loop (workers
-        started as threads of one process do, e.g. ``dask worker --no-nanny
-        --nworkers 2``). None where the platform has no per-thread CPU
+        started in one process, as ``Worker(...)`` objects on one loop, do).
+        None where the platform has no per-thread CPU
         clock, the loop's thread is unknown, or a scheduler runs on the same
         loop (its CPU cannot be told from the exchanges').
     """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -268,13 +269,14 @@ def speedup(args: argparse.Namespace) -> None:
     """Simulated seconds to the target against N, on two link speeds."""
     work = workload(args)
     modes, counts = _list(args.modes), _list(args.workers)
-    base = LinkModel(samples_per_second=args.samples_per_second)
+    base = LinkModel(
+        samples_per_second=args.samples_per_second,
+        message_seconds=args.message_seconds,
+    )
     target = _target(work, args, base)
     table = {}
     for link, bandwidth in LINKS.items():
-        network = LinkModel(
-            bandwidth=bandwidth, samples_per_second=args.samples_per_second
-        )
+        network = dataclasses.replace(base, bandwidth=bandwidth)
         print(f"\n{link}: seconds to target (speed-up against one worker)")
         print(f"{'workers':>8} " + " ".join(f"{m:>18}" for m in modes))
         single = {}
@@ -308,6 +310,7 @@ def balancing(args: argparse.Namespace) -> None:
     network = LinkModel(
         bandwidth=1.25e8, samples_per_second=rates,
         bandwidth_change=(per_epoch * args.epochs / 2, 1.25e6),
+        message_seconds=args.message_seconds,
     )  # fmt: skip
     settings = {}
     if args.report_period is not None:
