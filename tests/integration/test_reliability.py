@@ -26,7 +26,10 @@ from tests._cluster_checks import assert_fit_left_nothing, three_process_workers
 # was killed than the last iterate of plain SGD does.
 # Long enough that the driver, which looks at the fit every half second, sees
 # the loss and places the rows again before the survivors finish.
-LONG = dict(max_iter=200, tol=None, random_state=0, average=True)
+#: A fit long enough to outlast a lost worker's replacement: the survivors
+#: must still be training when the replaced rows start (epochs of 40,000 rows
+#: take 10-15 ms on a 2-core machine; placing the rows again about a second).
+LONG = dict(max_iter=400, tol=None, random_state=0, average=True)
 
 
 @pytest.fixture(scope="module")
