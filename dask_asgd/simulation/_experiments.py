@@ -364,7 +364,9 @@ def validate(args: argparse.Namespace) -> None:
             rate = float((history["samples"] / history["seconds"]).median())
             simulated, _ = simulate(
                 work.estimator(**MODES[mode]), work.X, work.y, n_workers=2,
-                network=LinkModel(samples_per_second=rate),
+                network=LinkModel(
+                    samples_per_second=rate, message_seconds=args.message_seconds
+                ),
             )  # fmt: skip
             print(f"\n{mode}: training loss per epoch (real, simulated), "
                   f"real speed {rate / 1e6:.2f} M samples/s per worker")  # fmt: skip
