@@ -311,7 +311,7 @@ def kmeans_problem(args: argparse.Namespace) -> Problem:
 Fitter = Callable[[Any, Problem], tuple[Any, float]]
 
 
-def fit_on_cluster(model: Any, problem: Problem) -> tuple[Any, float]:
+def fit_timed_on_cluster(model: Any, problem: Problem) -> tuple[Any, float]:
     """Fit on the current client's cluster, timed."""
     started = time.perf_counter()
     if problem.y is None:
@@ -340,7 +340,7 @@ def run_modes(
     modes: dict[str, dict[str, Any]],
     epochs: int,
     random_state: int,
-    fit: Fitter = fit_on_cluster,
+    fit: Fitter = fit_timed_on_cluster,
 ) -> tuple[dict[str, list[tuple[float, float]]], dict[str, tuple[int, int]]]:
     """(objective, seconds) of a fresh fit per mode and number of epochs."""
     table: dict[str, list[tuple[float, float]]] = {mode: [] for mode in modes}
@@ -438,7 +438,7 @@ def main() -> None:
     digits = 3 if args.model == "kmeans" else 5
     modes = exchange_modes(args)
     last_epoch: dict[str, list[float]] = {mode: [] for mode in modes}
-    fit = fit_on_cluster
+    fit = fit_timed_on_cluster
     cluster_context: Any = contextlib.nullcontext()
     if args.simulate:
         fit = simulated_fitter(args.workers, args.message_seconds)
