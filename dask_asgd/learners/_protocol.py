@@ -30,6 +30,9 @@ class Partition:
     sample_weight: np.ndarray
     #: True for rows held out for early stopping; None when nothing is held out.
     validation: np.ndarray | None = None
+    #: Whether storage order is itself a uniformly random order of the input
+    #: (a shuffled copy): an epoch may then walk the rows as they are stored.
+    rows_in_random_order: bool = False
 
     def __sizeof__(self) -> int:
         """Bytes of the rows: what ``dask.sizeof`` reports for a partition.

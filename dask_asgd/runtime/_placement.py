@@ -27,6 +27,7 @@ from distributed import Client, Future
 
 from ..learners import Partition
 from . import _shared_memory
+from ._background_copy import BackgroundGather, FillingPartition, filling_partition
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +48,14 @@ class Placement:
     #: Shared-memory segments written for this fit that a worker may not have
     #: mapped (and unlinked) yet.
     segments: list[str] = field(default_factory=list)
+    #: Copies still being written for workers in this process.
+    copies: list[BackgroundGather] = field(default_factory=list)
 
     def release(self) -> None:
         """Drop the data this placement put on the workers."""
+        for copy in self.copies:
+            copy.cancel()
+        self.copies.clear()
         for future in self.owned:
             future.release()
         self.owned.clear()
@@ -104,22 +110,33 @@ class _InMemoryArrays:
     sample_weight: np.ndarray
     validation: np.ndarray | None
 
-    def partition(self, block: np.ndarray, in_storage_order: bool) -> Partition:
-        """The rows ``block`` as a Partition of their own (a copy)."""
+    def partition(
+        self, block: np.ndarray, in_storage_order: bool, random_order: bool
+    ) -> Partition:
+        """The rows ``block`` as a Partition of their own (a copy).
+
+        ``random_order``: ``block`` is a random order of the rows (with
+        shuffling), so the copy is the one-time permutation that lets each
+        epoch read consecutive rows (see _shuffle.py).
+        """
         if in_storage_order:
             return Partition(self.X, self.targets, self.sample_weight, self.validation)
-        # With shuffling, ``block`` is in random order: the copy is the
-        # one-time permutation that lets each epoch read consecutive rows
-        # (see _shuffle.py) without following the input's order.
         return Partition(
             X=_take_rows(self.X, block),
             targets=self.targets[block] if self.targets is not None else None,
             sample_weight=self.sample_weight[block],
             validation=self.validation[block] if self.validation is not None else None,
+            rows_in_random_order=random_order,
+        )
+
+    def filling_partition(self, block: np.ndarray) -> FillingPartition:
+        """The rows ``block`` (a random order), copied while the worker trains."""
+        return filling_partition(
+            self.X, block, self.targets, self.sample_weight, self.validation
         )
 
     def write_segments(
-        self, blocks: dict[str, np.ndarray], placement: Placement
+        self, blocks: dict[str, np.ndarray], placement: Placement, random_order: bool
     ) -> dict[str, _shared_memory.SharedPartition]:
         """Write each block into a shared-memory segment of its own, in parallel.
 
@@ -147,6 +164,7 @@ class _InMemoryArrays:
                     self.sample_weight,
                     self.validation,
                     block,
+                    random_order,
                 )
                 for address, block in blocks.items()
             }
@@ -243,18 +261,27 @@ def scatter_in_memory(
     # Fewer blocks than workers when rows are few: those workers get none.
     assigned = list(zip(workers, blocks, strict=False))
     in_storage_order = rng is None and len(blocks) == 1
+    random_order = rng is not None
+    # Workers in this process train on dense rows while they are copied.
+    dense = not hasattr(X, "indptr")
     arrays = _InMemoryArrays(X, targets, sample_weight, validation)
     placement = Placement(partitions={}, n_train={})
     try:
         channels = _shared_memory.worker_channels(client, [a for a, _ in assigned])
         handles = arrays.write_segments(
-            {a: b for a, b in assigned if channels[a] == "shared"}, placement
+            {a: b for a, b in assigned if channels[a] == "shared"},
+            placement,
+            random_order,
         )
         for address, block in assigned:
             if address in handles:
                 future = _open_on(client, address, handles[address], placement.owned)
             else:
-                partition = arrays.partition(block, in_storage_order)
+                if random_order and channels[address] == "in-process" and dense:
+                    partition = arrays.filling_partition(block)
+                    placement.copies.append(partition.copy)
+                else:
+                    partition = arrays.partition(block, in_storage_order, random_order)
                 future = _scatter_to(client, partition, address, placement.owned)
             placement.partitions[address] = [future]
             placement.origins[address] = block

@@ -63,6 +63,8 @@ class SharedPartition:
     arrays: dict[str, ArraySpec]
     n_features: int
     sparse: bool
+    #: Whether the rows were written in a random order (``shuffle=True``).
+    rows_in_random_order: bool = False
 
     @property
     def nbytes(self) -> int:
@@ -119,6 +121,7 @@ def write_partition(
     sample_weight: np.ndarray,
     validation: np.ndarray | None,
     rows: np.ndarray,
+    rows_in_random_order: bool = False,
 ) -> SharedPartition:
     """Write rows ``rows`` of the arrays, in that order, into a new segment.
 
@@ -135,6 +138,9 @@ def write_partition(
     validation : ndarray of bool or None
     rows : ndarray of int64
         Rows to write, in the order the worker will store them.
+    rows_in_random_order : bool, default=False
+        Whether ``rows`` is a random order (see
+        :attr:`Partition.rows_in_random_order`).
 
     Returns
     -------
@@ -165,7 +171,11 @@ def write_partition(
     finally:
         os.close(descriptor)
     return SharedPartition(
-        path=path, arrays=specs, n_features=int(X.shape[1]), sparse="indptr" in specs
+        path=path,
+        arrays=specs,
+        n_features=int(X.shape[1]),
+        sparse="indptr" in specs,
+        rows_in_random_order=rows_in_random_order,
     )
 
 
@@ -230,6 +240,7 @@ def open_partition(handle: SharedPartition, worker: str | None = None) -> Partit
         targets=arrays.get("targets"),
         sample_weight=arrays["sample_weight"],
         validation=arrays.get("validation"),
+        rows_in_random_order=handle.rows_in_random_order,
     )
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from ..coordination import EpochAnswer, WorkerControlPlane
 from ..exchange import TopicSpec, join_topic
 from ..learners import ExchangedState, LearnerRun, Partition
+from ._background_copy import FillingPartition
 from ._communicator import (
     Communicator,
     SettingsSource,
@@ -145,7 +146,8 @@ def run_worker(
     loop_started = clock()
     for epoch in range(task.first_epoch, task.max_iter if not stopped else 0):
         started = clock()
-        train_epoch(task, partitions, run, rng, communicator)
+        first = epoch == task.first_epoch
+        train_epoch(task, partitions, run, rng, communicator, first)
         n_iter = epoch + 1
         values, record, cause = close_epoch(run, communicator, epoch, clock() - started)
         answer, record["barrier_wait"] = timed_report(
@@ -199,18 +201,31 @@ def train_epoch(
     run: LearnerRun,
     rng: np.random.Generator | None,
     communicator: Communicator | None,
+    first: bool = False,
 ) -> None:
-    """One pass over the worker's rows, exchanging states between chunks."""
+    """One pass over the worker's rows, exchanging states between chunks.
+
+    ``first``: the task's first epoch, which walks shuffled copies as they
+    are stored, behind the thread that may still be writing them (see
+    ``_background_copy.py``).
+    """
     batch_size = task.learner.batch_size
     for partition, rows in epoch_chunks(
         partitions,
         run.training_rows,
         rng,
         lambda: whole_minibatches(task, communicator, batch_size),
+        as_stored=first,
     ):
+        if isinstance(partition, FillingPartition):
+            partition.wait_for(rows)
         loss = run.train(partition, rows)
         if communicator is not None:
             communicator.after_samples(rows.shape[0], loss, run.state)
+    for partition in partitions:
+        # Rows held out for validation are read after the epoch.
+        if isinstance(partition, FillingPartition):
+            partition.wait_rows(partition.X.shape[0])
 
 
 def close_epoch(
@@ -254,11 +269,14 @@ def epoch_chunks(
     rows: list[np.ndarray],
     rng: np.random.Generator | None,
     chunk_rows: Callable[[], int],
+    as_stored: bool = False,
 ) -> Iterator[tuple[Partition, np.ndarray]]:
     """One epoch's rows: partition by partition, in chunks for the kernel.
 
     Partitions are visited in a random order when ``rng`` is given (and their
-    rows as :func:`epoch_order` shuffles them), else in storage order.
+    rows as :func:`epoch_order` shuffles them), else in storage order. With
+    ``as_stored``, a partition whose storage order is already random
+    (``rows_in_random_order``) is visited as it is stored.
     ``chunk_rows()`` is asked before every chunk, after the previous one was
     trained on, so that a chunk can end where an exchange is due.
 
@@ -272,7 +290,10 @@ def epoch_chunks(
         rng.permutation(len(partitions)) if rng is not None else range(len(partitions))
     )
     for index in visit:
-        order = epoch_order(rows[index], rng)
+        if as_stored and partitions[index].rows_in_random_order:
+            order = rows[index]
+        else:
+            order = epoch_order(rows[index], rng)
         position = 0
         while position < order.shape[0]:
             stop = min(position + chunk_rows(), order.shape[0])

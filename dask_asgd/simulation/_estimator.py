@@ -121,6 +121,7 @@ def split_rows(
                     validation=None
                     if rows.validation is None
                     else rows.validation[block],
+                    rows_in_random_order=rng is not None,
                 )
             ]
         )

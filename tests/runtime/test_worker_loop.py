@@ -124,6 +124,23 @@ def test_an_epoch_visits_every_row_once(rows, shuffle):
     assert (seen[0] == list(range(100))) is not shuffle
 
 
+def test_a_first_epoch_walks_randomly_ordered_copies_as_stored(rows):
+    copied = Partition(rows.X, None, rows.sample_weight, rows_in_random_order=True)
+    original = Partition(rows.X, None, rows.sample_weight)
+    row_numbers = [np.arange(203), np.arange(203)]
+    seen = {id(copied): [], id(original): []}
+    rng = np.random.default_rng(1)
+    chunks = epoch_chunks([copied, original], row_numbers, rng, lambda: 7, True)
+    for partition, chunk in chunks:
+        seen[id(partition)].extend(chunk.tolist())
+    assert seen[id(copied)] == list(range(203))
+    assert sorted(seen[id(original)]) == list(range(203))
+    assert seen[id(original)] != list(range(203))
+    # Later epochs shuffle the copy like any other rows.
+    later = [c for p, c in epoch_chunks([copied], row_numbers[:1], rng, lambda: 7)]
+    assert np.concatenate(later).tolist() != list(range(203))
+
+
 def test_each_epoch_is_reported_and_the_rule_stops_the_loop(rows):
     learner = linear_learner(batch_size=1, tol=10.0, n_iter_no_change=2)
     control = AloneControlPlane()
