@@ -129,10 +129,10 @@ class _InMemoryArrays:
             rows_in_random_order=random_order,
         )
 
-    def filling_partition(self, block: np.ndarray) -> FillingPartition:
+    def filling_partition(self, block: np.ndarray, threads: int) -> FillingPartition:
         """The rows ``block`` (a random order), copied while the worker trains."""
         return filling_partition(
-            self.X, block, self.targets, self.sample_weight, self.validation
+            self.X, block, self.targets, self.sample_weight, self.validation, threads
         )
 
     def write_segments(
@@ -268,6 +268,9 @@ def scatter_in_memory(
     placement = Placement(partitions={}, n_train={})
     try:
         channels = _shared_memory.worker_channels(client, [a for a, _ in assigned])
+        in_process = sum(channels[a] == "in-process" for a, _ in assigned)
+        # The copies for workers in this process share the machine's cores.
+        copy_threads = max(1, (os.cpu_count() or 1) // max(1, in_process))
         handles = arrays.write_segments(
             {a: b for a, b in assigned if channels[a] == "shared"},
             placement,
@@ -278,7 +281,7 @@ def scatter_in_memory(
                 future = _open_on(client, address, handles[address], placement.owned)
             else:
                 if random_order and channels[address] == "in-process" and dense:
-                    partition = arrays.filling_partition(block)
+                    partition = arrays.filling_partition(block, copy_threads)
                     placement.copies.append(partition.copy)
                 else:
                     partition = arrays.partition(block, in_storage_order, random_order)

@@ -32,10 +32,11 @@ def source():
     return X, rng.permutation(1000)
 
 
-def test_the_copy_holds_the_rows_in_the_given_order(source):
+@pytest.mark.parametrize("threads", [1, 3])
+def test_the_copy_holds_the_rows_in_the_given_order(source, threads):
     X, rows = source
     target = np.empty_like(X)
-    copy = BackgroundGather(X, rows, target, step_rows=64).start()
+    copy = BackgroundGather(X, rows, target, threads, step_rows=64).start()
     copy.wait_rows(130)
     # Written front to back: the first rows are there before the end.
     np.testing.assert_array_equal(target[:130], X[rows[:130]])
@@ -47,7 +48,7 @@ def test_the_copy_holds_the_rows_in_the_given_order(source):
 def test_a_cancelled_copy_stops_and_fails_its_waiters(source):
     X, rows = source
     target = np.empty_like(X)
-    copy = BackgroundGather(X, rows, target, step_rows=1)
+    copy = BackgroundGather(X, rows, target, threads=2, step_rows=1)
     # Cancelled before its thread runs: it writes nothing.
     copy.cancel()
     copy.start()
@@ -60,7 +61,7 @@ def test_a_cancelled_copy_stops_and_fails_its_waiters(source):
 def test_an_error_in_the_copy_reaches_the_waiter(source):
     X, rows = source
     # A target with the wrong number of features: NumPy refuses the gather.
-    copy = BackgroundGather(X, rows, np.empty((1000, 3)), step_rows=64).start()
+    copy = BackgroundGather(X, rows, np.empty((1000, 3)), 2, step_rows=64).start()
     with pytest.raises(ValueError):
         copy.wait_rows(64)
 
