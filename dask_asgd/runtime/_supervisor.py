@@ -227,8 +227,11 @@ class FitSupervisor:
             raise WorkerLostError(self.fit_id, worker, "no worker is left to train on")
         if self.replacer is None:
             return
-        if all(self.runner.state(m.handle) == "done" for m in self.members.values()):
-            # Every survivor has finished: the fit is over, nothing to train;
+        if self._epochs_seen >= self.template.max_iter or all(
+            self.runner.state(m.handle) == "done" for m in self.members.values()
+        ):
+            # Every epoch is complete (the survivors are only ending their
+            # tasks) or every survivor has finished: nothing is left to train;
             # the lost members' models are left out of the average.
             return
         survivors = sorted({member.worker for member in self.members.values()})
@@ -236,6 +239,9 @@ class FitSupervisor:
         self._account_lost_rows(worker, departure["epoch"], replaced)
         for block in replaced.blocks:
             joined = self.coordinator.join(self.fit_id, block.name, block.worker)
+            if joined.first_epoch >= self.template.max_iter:
+                # The last epoch completed while the rows were built again.
+                continue
             task = self.replacement_task(block.name, block.worker, block.n_train)
             task = dataclasses.replace(
                 task, first_epoch=joined.first_epoch, replay=joined.replay

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 
 import numpy as np
@@ -12,7 +13,7 @@ from dask_asgd._exceptions import FitAbortedError, WorkerLostError
 from dask_asgd.learners import LinearState, Partition
 from dask_asgd.runtime import WorkerResult, policy_limits, run_fit
 from dask_asgd.runtime._driver import combine, parse_task_key, task_key
-from dask_asgd.runtime._supervisor import Member
+from dask_asgd.runtime._supervisor import FitSupervisor, Member
 
 from ._fakes import FakePlacement, ListReplacer, ThreadedCluster, task_for
 from .test_worker_loop import linear_learner
@@ -295,3 +296,35 @@ def test_rows_that_cannot_be_rebuilt_are_recorded_or_fail_the_fit(three_blocks):
             config=strict,
         )  # fmt: skip
     assert len(cluster.ended) == 1
+
+
+@pytest.mark.parametrize("seen_by_the_driver", [True, False])
+def test_a_worker_lost_after_the_last_epoch_is_not_replaced(
+    three_blocks, seen_by_the_driver
+):
+    cluster = ThreadedCluster()
+    replacer = ListReplacer(three_blocks)
+    supervisor = FitSupervisor(
+        "f", "token", task_for(linear_learner(batch_size=1), max_iter=3),
+        cluster, cluster, np.random.default_rng(0), replacer, None, 600,
+    )  # fmt: skip
+    cluster.start("f", {name: name for name in three_blocks}, LIMITS)
+    # Every epoch is complete; the survivors are still ending their tasks.
+    running = concurrent.futures.Future()
+    for name in three_blocks:
+        supervisor.members[name] = Member(name, name, running, 200)
+    cluster.completed.extend({"epoch": e, "totals": {"n_train": 600}} for e in range(3))
+    cluster.lose("worker-c")
+    if seen_by_the_driver:
+        supervisor.look()
+    else:
+        # The departure handled before the driver read the last epochs.
+        supervisor.replace(cluster.departures[0])
+    events = [event["event"] for event in supervisor.events]
+    assert events == ["worker-lost"]
+    # Neither a task that would train nothing nor rows placed for it (when
+    # the driver had seen the last epoch; otherwise the coordinator's answer
+    # tells, after the rows were built).
+    assert sorted(supervisor.members) == ["worker-a", "worker-b"]
+    assert (replacer.calls == []) is seen_by_the_driver
+    running.set_result(None)
