@@ -38,6 +38,11 @@ MODES: dict[str, dict[str, Any]] = {
                     "parzen_window": False, "mixing_weight": 0.1},
     "parzen-mix-0.25-256": {"communication": "fixed", "send_interval": 256,
                             "parzen_window": True, "mixing_weight": 0.25},
+    # Whether gentler merges make rare exchanges harmless.
+    "mix-0.25-4096": {"communication": "fixed", "send_interval": 4096,
+                      "parzen_window": False, "mixing_weight": 0.25},
+    "mix-0.1-4096": {"communication": "fixed", "send_interval": 4096,
+                     "parzen_window": False, "mixing_weight": 0.1},
 }  # fmt: skip
 
 #: Link speeds of the speed-up experiment, in bytes per second.
