@@ -5,10 +5,10 @@ With ``shuffle=True`` a worker trains on a copy of its rows in a random order
 cluster, a threads ``LocalCluster``) that copy was the largest cost outside
 training: measured on the project's 2-core machine, gathering 500,000 x 100
 float64 rows took 0.13-0.14 s, against 0.06-0.07 s for one epoch over them.
-So the copy is written by a background thread, in order, chunk by chunk, and
-the worker's first epoch walks the copy in storage order (already a uniformly
-random order) right behind the writer: the copy and the first epoch take the
-time of the longer of the two, on two cores.
+So the copy is written by background threads, step by step from the front,
+and the worker's first epoch walks the copy in storage order (already a
+uniformly random order) right behind them: the copy and the first epoch take
+the time of the longer of the two.
 """
 
 from __future__ import annotations
