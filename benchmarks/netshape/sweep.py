@@ -119,6 +119,9 @@ class FitResult:
     #: end to the return of ``fit`` (gathering the states, averaging).
     before_training: float = math.nan
     after_training: float = math.nan
+    #: The last fit's seconds of every epoch on every worker, epoch by epoch
+    #: (``history_["seconds"]``), to see where training time went.
+    epoch_seconds: list[list[float]] = field(default_factory=list)
 
 
 @dataclass
@@ -235,6 +238,10 @@ class Runner:
             result.train_seconds = float(
                 model.history_.groupby("epoch")["seconds"].max().sum()
             )
+            per_worker = model.history_.pivot_table(
+                index="epoch", columns="worker", values="seconds"
+            )
+            result.epoch_seconds = per_worker.round(4).values.tolist()
             result.counters = _counters(model)
             result.final_settings = _final_settings(model)
         self.fits.append(result)
