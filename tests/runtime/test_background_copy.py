@@ -1,4 +1,4 @@
-"""Shuffled copies written by a background thread while the worker trains."""
+"""Shuffled copies written by background threads while the worker trains."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def test_the_copy_holds_the_rows_in_the_given_order(source, threads):
     target = np.empty_like(X)
     copy = BackgroundGather(X, rows, target, threads, step_rows=64).start()
     copy.wait_rows(130)
-    # Written front to back: the first rows are there before the end.
+    # Whatever the writers did since, the rows waited for are in place.
     np.testing.assert_array_equal(target[:130], X[rows[:130]])
     copy.wait_rows(1000)
     assert copy.complete
