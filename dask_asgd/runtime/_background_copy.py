@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -189,18 +190,21 @@ class FillingPartition(Partition):
 
     def __reduce__(self) -> tuple[Any, ...]:
         self.wait_rows(self.X.shape[0])
-        return (
-            Partition,
-            (self.X, self.targets, self.sample_weight, self.validation, True),
-        )
+        fields = {
+            field.name: getattr(self, field.name)
+            for field in dataclasses.fields(Partition)
+        }
+        return (_plain_partition, (fields,))
+
+
+def _plain_partition(fields: dict[str, Any]) -> Partition:
+    return Partition(**fields)
 
 
 def filling_partition(
     X: np.ndarray,
     rows: np.ndarray,
-    targets: np.ndarray | None,
-    sample_weight: np.ndarray,
-    validation: np.ndarray | None,
+    per_row: Mapping[str, np.ndarray | None],
     threads: int = 1,
 ) -> FillingPartition:
     """The rows ``rows`` of in-memory input, their features copied in the background.
@@ -211,9 +215,9 @@ def filling_partition(
         Dense, C-contiguous.
     rows : ndarray of int64
         The worker's rows, in random order.
-    targets, sample_weight, validation : ndarray or None
-        Per-row arrays of all rows; their entries for ``rows`` are gathered
-        at once (they are small).
+    per_row : mapping
+        ``targets``, ``sample_weight`` and ``validation`` of ``rows``,
+        already gathered (they are small).
     threads : int, default=1
         Threads writing the copy (see :class:`BackgroundGather`).
 
@@ -225,9 +229,7 @@ def filling_partition(
     target = np.empty((rows.shape[0], X.shape[1]), dtype=X.dtype)
     return FillingPartition(
         X=target,
-        targets=targets[rows] if targets is not None else None,
-        sample_weight=sample_weight[rows],
-        validation=validation[rows] if validation is not None else None,
+        **per_row,
         rows_in_random_order=True,
         copy=BackgroundGather(X, rows, target, threads).start(),
     )

@@ -123,17 +123,23 @@ class _InMemoryArrays:
             return Partition(self.X, self.targets, self.sample_weight, self.validation)
         return Partition(
             X=_take_rows(self.X, block),
-            targets=self.targets[block] if self.targets is not None else None,
-            sample_weight=self.sample_weight[block],
-            validation=self.validation[block] if self.validation is not None else None,
+            **self._per_row(block),
             rows_in_random_order=random_order,
         )
 
     def filling_partition(self, block: np.ndarray, threads: int) -> FillingPartition:
         """The rows ``block`` (a random order), copied while the worker trains."""
-        return filling_partition(
-            self.X, block, self.targets, self.sample_weight, self.validation, threads
-        )
+        return filling_partition(self.X, block, self._per_row(block), threads)
+
+    def _per_row(self, block: np.ndarray) -> dict[str, np.ndarray | None]:
+        """The per-row arrays but ``X``, for the rows ``block``."""
+        return {
+            "targets": self.targets[block] if self.targets is not None else None,
+            "sample_weight": self.sample_weight[block],
+            "validation": (
+                self.validation[block] if self.validation is not None else None
+            ),
+        }
 
     def write_segments(
         self, blocks: dict[str, np.ndarray], placement: Placement, random_order: bool

@@ -206,7 +206,7 @@ def train_epoch(
     """One pass over the worker's rows, exchanging states between chunks.
 
     ``first``: the task's first epoch, which walks shuffled copies as they
-    are stored, behind the thread that may still be writing them (see
+    are stored, behind the threads that may still be writing them (see
     ``_background_copy.py``).
     """
     batch_size = task.learner.batch_size

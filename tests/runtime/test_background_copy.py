@@ -10,7 +10,6 @@ import pytest
 from distributed import Client, LocalCluster
 from sklearn.datasets import make_classification
 
-from dask_asgd import ASGDClassifier
 from dask_asgd.learners import Partition
 from dask_asgd.runtime._background_copy import (
     BackgroundGather,
@@ -70,7 +69,8 @@ def test_a_filling_partition_serialises_as_a_plain_complete_one(source):
     X, rows = source
     targets = np.where(np.arange(1000) % 2, 1.0, -1.0)
     weights = np.linspace(0.5, 1.5, 1000)
-    partition = filling_partition(X, rows, targets, weights, None)
+    per_row = {"targets": targets[rows], "sample_weight": weights[rows]}
+    partition = filling_partition(X, rows, {**per_row, "validation": None})
     assert isinstance(partition, FillingPartition)
     restored = pickle.loads(pickle.dumps(partition))
     assert type(restored) is Partition
@@ -113,22 +113,24 @@ def test_in_process_workers_get_filling_copies_that_the_placement_releases():
         unshuffled.release()
 
 
-def test_a_failed_fit_leaves_no_copy_running():
-    # The unstable data of scikit-learn's own overflow test: the model
-    # diverges during training, after the rows were placed.
-    rng = np.random.RandomState(0)
-    X = rng.normal(size=(4000, 10))
-    X[:, :2] *= 1e300
-    y = (X[:, 2] > 0.0).astype(np.int32)
+def test_releasing_a_placement_mid_copy_stops_its_writers():
+    # 400,000 x 50 rows: the copy takes tens of milliseconds here, longer
+    # than placing and releasing.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400_000, 50))
+    targets = np.where(rng.random(400_000) < 0.5, 1.0, -1.0)
     with (
         LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster,
         Client(cluster, set_as_default=False) as client,
-        client.as_current(),
     ):
-        model = ASGDClassifier(max_iter=2, tol=None, random_state=0).fit(X[:, 2:], y)
+        workers = sorted(client.scheduler_info()["workers"])
+        placement = scatter_in_memory(
+            client, workers, X, targets, np.ones(400_000), None, rng
+        )
+        [copy] = placement.copies
+        placement.release()
+        # Released means no writer is left running, finished or not.
         assert not copy_threads()
-        diverging = ASGDClassifier(alpha=0.1, loss="squared_hinge", max_iter=50)
-        with pytest.raises(ValueError, match="Floating-point under-/overflow"):
-            diverging.fit(X, y)
-        assert not copy_threads()
-        assert model.coef_.shape == (1, 8)
+        if not copy.complete:
+            with pytest.raises(CopyCancelled):
+                copy.wait_rows(400_000)
